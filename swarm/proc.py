@@ -1,0 +1,139 @@
+"""The one subprocess helper: argument lists, explicit cwd and env, a hard timeout, a result.
+
+Output goes to a log file (or is captured when no log is given); on timeout the whole process
+group is killed so that children of the task (dataloader workers, compilers) die with it.
+Also the environment scrubber that keeps API keys and tokens away from agent-written code.
+Not covered: Ray, git (GitPython), anything interactive.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+# Names that look like credentials. Matched case-insensitively against the whole variable name.
+_SECRET_NAME = re.compile(
+    r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION)"
+    r"|^(AWS_|AZURE_|GCP_|GOOGLE_APPLICATION|HF_|HUGGING|OPENAI|ANTHROPIC|GEMINI|LITELLM|"
+    r"MISTRAL|COHERE|GROQ|DEEPSEEK|TOGETHER|OPENROUTER|XAI_|FIREWORKS|REPLICATE)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ProcResult:
+    returncode: int | None  # None when killed at the timeout
+    timed_out: bool
+    seconds: float
+    output_tail: str  # last lines of stdout+stderr
+    log_path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and self.returncode == 0
+
+
+def scrub_env(env: Mapping[str, str], keep: Sequence[str] = ()) -> dict[str, str]:
+    """A copy of `env` without credential-like variables (names in `keep` survive)."""
+    return {k: v for k, v in env.items() if k in keep or not _SECRET_NAME.search(k)}
+
+
+def tail_text(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_process(
+    args: Sequence[str],
+    *,
+    cwd: str | os.PathLike,
+    env: Mapping[str, str],
+    timeout: float,
+    log_path: str | os.PathLike | None = None,
+    stdin_text: str | None = None,
+    tail_lines: int = 60,
+    stream: bool = False,
+) -> ProcResult:
+    """Run `args` to completion or until `timeout` seconds; never raises for the child's failure.
+
+    With `log_path`, stdout and stderr go (merged) to that file, appended; with `stream` they go
+    to this process's own stdout/stderr (for interactive commands; no tail is kept); else they
+    are captured.
+    """
+    start = time.monotonic()
+    log_file = None
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(
+            list(map(str, args)),
+            cwd=str(cwd),
+            env=dict(env),
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+            stdout=None if stream else (log_file if log_file else subprocess.PIPE),
+            stderr=None if stream else subprocess.STDOUT,
+            start_new_session=True,  # own process group: killed whole on timeout
+        )
+    except OSError as exc:
+        if log_file:
+            log_file.write(f"failed to start {args[0]}: {exc}\n".encode())
+            log_file.close()
+        return ProcResult(127, False, time.monotonic() - start, f"failed to start {args[0]}: {exc}", str(log_path or ""))
+    timed_out = False
+    try:
+        out, _ = proc.communicate(
+            input=stdin_text.encode() if stdin_text is not None else None, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        out, _ = proc.communicate()
+    except BaseException:  # KeyboardInterrupt, Ray cancellation: never leave the child behind
+        _kill_group(proc)
+        proc.wait()
+        raise
+    finally:
+        if log_file:
+            log_file.close()
+    seconds = time.monotonic() - start
+    if log_path is not None:
+        text = _read_tail(Path(log_path))
+    else:
+        text = (out or b"").decode("utf-8", errors="replace")
+    return ProcResult(
+        None if timed_out else proc.returncode,
+        timed_out,
+        seconds,
+        tail_text(text, tail_lines),
+        str(log_path or ""),
+    )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read_tail(path: Path, max_bytes: int = 64_000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

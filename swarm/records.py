@@ -1,0 +1,131 @@
+"""Frozen records the parts of the swarm exchange: statuses, proposals, experiment results.
+
+These are plain data; they know how to turn into and from JSON-able dicts (for the journal and
+for Ray), nothing else. Decisions over them live in `swarm.decisions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+
+class Status(str, Enum):
+    """Outcome of one experiment. `str` so it serialises as its value."""
+
+    KEEP = "keep"  # improved on the best: the best branch advanced to it
+    DISCARD = "discard"  # measured, but not better than the best
+    CRASH = "crash"  # non-zero exit, no summary, metric missing or not finite, dead worker
+    TIMEOUT = "timeout"  # killed at the task's hard timeout
+    INVALID = "invalid"  # the edit did not apply or touched a file it may not
+    INTERRUPTED = "interrupted"  # the run stopped while the experiment was running
+
+
+class Kind(str, Enum):
+    """Why an experiment was run."""
+
+    BASELINE = "baseline"  # first wave: the unmodified starting commit, once per worker
+    PROPOSAL = "proposal"  # an agent's edit of the current best
+    COMBINATION = "combination"  # a promoted candidate combined with the best it raced against
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What producing a proposal cost (summed over all model calls for it)."""
+
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.calls + other.calls,
+            self.tokens_in + other.tokens_in,
+            self.tokens_out + other.tokens_out,
+            self.cost_usd + other.cost_usd,
+        )
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """An agent's answer: what it changed and why.
+
+    `files` maps repository-relative paths to their complete new text. An agent that edits the
+    worktree in place (the command agent) returns `files={}`; the worker reads the change from
+    git either way. `error` set means the agent failed to produce a usable edit: the experiment
+    is recorded `invalid` with that message.
+    """
+
+    description: str
+    files: Mapping[str, str] = field(default_factory=dict)
+    usage: Usage = Usage()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One finished experiment as agents see it in their context."""
+
+    exp_id: int
+    worker: str
+    agent: str
+    description: str
+    status: Status
+    metric: float | None
+    parent: str  # commit the experiment started from
+    parent_metric: float | None  # the best's metric when it started
+
+    @property
+    def delta(self) -> float | None:
+        """metric - parent_metric (negative is better for a minimised metric)."""
+        if self.metric is None or self.parent_metric is None:
+            return None
+        return self.metric - self.parent_metric
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """Everything measured about one experiment; the journal's `experiment` event body."""
+
+    exp_id: int
+    worker: str
+    agent: str
+    kind: Kind
+    parent: str  # commit it started from (the best when it was handed out)
+    commit: str  # the measured commit (== parent for a baseline run)
+    description: str
+    status: Status  # the worker's verdict: KEEP for a clean measured run before the decision
+    metric: float | None = None
+    parent_metric: float | None = None
+    summary: Mapping[str, Any] = field(default_factory=dict)  # every parsed key: value
+    memory_gb: float = 0.0
+    started_at: float = 0.0  # unix seconds
+    finished_at: float = 0.0
+    task_seconds: float = 0.0  # wall time inside the task command
+    agent_seconds: float = 0.0  # wall time the agent took to propose
+    usage: Usage = Usage()
+    lane: str = "main"
+    error: str = ""  # short reason for crash / timeout / invalid
+    log_path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["kind"] = self.kind.value
+        d["status"] = self.status.value
+        d["summary"] = dict(self.summary)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ExperimentRecord":
+        d = dict(d)
+        d["kind"] = Kind(d["kind"])
+        d["status"] = Status(d["status"])
+        d["usage"] = Usage(**d.get("usage", {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def replace(self, **changes: Any) -> "ExperimentRecord":
+        return dataclasses.replace(self, **changes)

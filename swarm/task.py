@@ -1,0 +1,106 @@
+"""What the swarm optimises: a small task spec, the default GPT task, and loading one from TOML.
+
+A task is: the mutable file(s) agents may edit, the command that runs one experiment (from the
+worktree root), the metric key printed in the summary block and its direction, the time budget
+and the hard timeout (default 2 x budget + startup allowance). Any repository whose command
+prints the summary block of `swarm.summary` can be a task. Not covered: running it (the worker).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from swarm.errors import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+PYTHON = "{python}"  # placeholder in a command for the interpreter running the swarm
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    mutable_files: tuple[str, ...]
+    command: tuple[str, ...]
+    metric: str = "val_bpb"
+    direction: str = "min"  # "min" or "max"
+    time_budget: float = 300.0
+    startup_allowance: float = 120.0
+    timeout: float | None = None  # None: 2 x time_budget + startup_allowance
+    program_file: str | None = "program.md"  # the agents' protocol, relative to the repo
+    env: Mapping[str, str] = field(default_factory=dict)  # extra variables for the command
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("min", "max"):
+            raise ConfigError(f"task {self.name!r}: direction must be 'min' or 'max', not {self.direction!r}")
+        if not self.mutable_files:
+            raise ConfigError(f"task {self.name!r}: mutable_files is empty")
+        if not self.command:
+            raise ConfigError(f"task {self.name!r}: command is empty")
+
+    @property
+    def hard_timeout(self) -> float:
+        return self.timeout if self.timeout is not None else 2 * self.time_budget + self.startup_allowance
+
+    def argv(self) -> list[str]:
+        """The command with the interpreter placeholder filled in."""
+        return [sys.executable if part == PYTHON else part for part in self.command]
+
+    def better(self, a: float, b: float) -> bool:
+        """True when metric `a` is strictly better than `b`."""
+        return a < b if self.direction == "min" else a > b
+
+    def with_changes(self, **changes) -> "TaskSpec":
+        return replace(self, **changes)
+
+
+def gpt_task(profile_name: str | None = None) -> TaskSpec:
+    """The default task: trainer/train.py trained for the active profile's budget."""
+    from prepare.profiles import PROFILES, active_profile
+
+    profile = PROFILES[profile_name] if profile_name else active_profile()
+    startup = 120.0 if profile.name == "gpu" else 60.0
+    return TaskSpec(
+        name=f"gpt-{profile.name}",
+        mutable_files=("trainer/train.py",),
+        command=(PYTHON, "-m", "trainer.train"),
+        metric="val_bpb",
+        direction="min",
+        time_budget=profile.time_budget,
+        startup_allowance=startup,
+        env={"AUTORESEARCH_PROFILE": profile.name},
+    )
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    """Read a task from a TOML file with a [task] table (keys as TaskSpec's fields)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"task file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"task file {path} is not valid TOML: {exc}") from None
+    table = data.get("task")
+    if not isinstance(table, dict):
+        raise ConfigError(f"task file {path} has no [task] table")
+    known = set(TaskSpec.__dataclass_fields__)
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"task file {path}: unknown keys {unknown}; known: {sorted(known)}")
+    for key in ("mutable_files", "command"):
+        if key in table:
+            if not isinstance(table[key], list) or not all(isinstance(x, str) for x in table[key]):
+                raise ConfigError(f"task file {path}: {key} must be a list of strings")
+            table[key] = tuple(table[key])
+    table.setdefault("name", path.stem)
+    try:
+        return TaskSpec(**table)
+    except TypeError as exc:
+        raise ConfigError(f"task file {path}: {exc}") from None
