@@ -1,0 +1,213 @@
+"""`make_dataloader`: BOS-aligned best-fit packing of tokenized documents into [B, T] batches.
+
+Each row holds T+1 tokens (x = row[:-1], y = row[1:]). Documents are tokenized with BOS in front
+and kept in a buffer sorted by length; a row is filled by repeatedly taking the longest buffered
+document that fits in what is left of the row. Only when none fits is a document cropped (the
+shortest one) to fill the row exactly; the rest of a cropped document goes back into the buffer
+as a new document with BOS in front, so no text is thrown away and long files are fully used
+(the reference drops it; stdlib files are mostly longer than a cpu-profile row). So every row starts with BOS, there is no padding, and every position is a real token.
+
+A background thread reads parquet row groups, tokenizes them (tiktoken, several threads) and
+packs rows, keeping a few batches ahead; the consumer only copies (pinned + non_blocking on
+CUDA). "train" loops forever over the train shards counting epochs; "val" restarts from the
+start of the val shard on every call, so it yields the same batches every time (it loops too).
+Not covered: the metric (prepare/evaluate.py), distributed sharding.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import queue
+import threading
+import weakref
+from typing import Iterator
+
+import numpy as np
+
+from swarm.errors import DataError
+
+BUFFER_DOCS = 1000  # documents kept ready for best-fit (more: less cropping, more memory)
+READ_DOCS = 512  # documents tokenized per call into the tokenizer
+PREFETCH = 3  # batches prepared ahead
+
+_LIVE: "weakref.WeakSet[_Packer]" = weakref.WeakSet()
+
+
+class _Stopped(Exception):
+    """The consumer went away (or the interpreter is exiting): the producer thread ends."""
+
+
+def _doc_stream(files, loop: bool) -> Iterator[tuple[list[str], int]]:
+    """(texts, epoch) chunks over the shards, row group by row group; epoch counts from 1."""
+    import pyarrow.parquet as pq
+
+    epoch = 1
+    while True:
+        yielded = False
+        for f in files:
+            try:
+                pf = pq.ParquetFile(f)
+                n_groups = pf.num_row_groups
+            except Exception as exc:  # noqa: BLE001
+                raise DataError(f"data shard {f} is unreadable ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it and prepare again") from None
+            for g in range(n_groups):
+                try:
+                    col = pf.read_row_group(g, columns=["text"]).column(0).to_pylist()
+                except Exception as exc:  # noqa: BLE001
+                    raise DataError(f"data shard {f} is unreadable at row group {g} ({type(exc).__name__})") from None
+                col = [t for t in col if t]
+                for i in range(0, len(col), READ_DOCS):
+                    yielded = True
+                    yield col[i : i + READ_DOCS], epoch
+        if not yielded:
+            raise DataError(f"data shards {[str(f) for f in files]} contain no documents")
+        if not loop:
+            return
+        epoch += 1
+
+
+class _Packer:
+    """Best-fit packing over a length-sorted buffer of token arrays (BOS implicit in front)."""
+
+    def __init__(self, tokenizer, files, loop: bool, threads: int):
+        self.tok = tokenizer
+        self.bos = tokenizer.get_bos_token_id()
+        self.stream = _doc_stream(files, loop)
+        self.threads = threads
+        self.lengths: list[int] = []  # sorted ascending; a document's length counts its BOS
+        self.docs: list[np.ndarray] = []  # parallel to lengths: the tokens after the BOS
+        self.epoch = 1  # the epoch of the newest document read (the buffer reads ahead)
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _add(self, arr: np.ndarray) -> None:
+        k = bisect.bisect_right(self.lengths, len(arr) + 1)
+        self.lengths.insert(k, len(arr) + 1)
+        self.docs.insert(k, arr)
+
+    def _refill(self) -> None:
+        while len(self.docs) < BUFFER_DOCS:
+            texts, self.epoch = next(self.stream)
+            for ids in self.tok.encode(texts, num_threads=self.threads):
+                if ids:
+                    self._add(np.asarray(ids, dtype=np.int32))
+
+    def fill(self, rows: np.ndarray) -> None:
+        width = rows.shape[1]
+        bos = self.bos
+        for r in range(rows.shape[0]):
+            if self.stop.is_set():
+                raise _Stopped
+            row = rows[r]
+            pos = 0
+            while pos < width:
+                if len(self.docs) < BUFFER_DOCS:
+                    self._refill()
+                room = width - pos
+                k = bisect.bisect_right(self.lengths, room) - 1
+                if k >= 0:  # the longest document that fits
+                    doc = self.docs.pop(k)
+                    n = self.lengths.pop(k)
+                    row[pos] = bos
+                    row[pos + 1 : pos + n] = doc
+                    pos += n
+                else:  # nothing fits: crop the shortest, its rest goes back as a new document
+                    doc = self.docs.pop(0)
+                    self.lengths.pop(0)
+                    row[pos] = bos
+                    row[pos + 1 :] = doc[: room - 1]
+                    if len(doc) > room - 1:
+                        self._add(doc[room - 1 :])
+                    pos = width
+
+
+def _stop_all() -> None:
+    """At interpreter exit, end producer threads before native libraries are torn down."""
+    packers = list(_LIVE)
+    for p in packers:
+        p.stop.set()
+    for p in packers:
+        if p.thread is not None:
+            p.thread.join(timeout=10)
+
+
+atexit.register(_stop_all)
+
+
+def _producer(packer: _Packer, B: int, T: int, out: queue.Queue, pin: bool) -> None:
+    import torch
+
+    stop = packer.stop
+    try:
+        while not stop.is_set():
+            rows = np.empty((B, T + 1), dtype=np.int32)
+            packer.fill(rows)
+            t = torch.from_numpy(rows).to(torch.int64)
+            x, y = t[:, :-1].contiguous(), t[:, 1:].contiguous()
+            if pin:
+                x, y = x.pin_memory(), y.pin_memory()
+            _put(out, (x, y, packer.epoch), stop)
+    except _Stopped:
+        return
+    except StopIteration:
+        _put(out, StopIteration(), stop)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        _put(out, exc, stop)
+
+
+def _put(out: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def make_dataloader(tokenizer, B: int, T: int, split: str, device="cpu", threads: int = 4,
+                    files=None) -> Iterator[tuple["torch.Tensor", "torch.Tensor", int]]:  # noqa: F821
+    """Yield (x, y, epoch) forever: x, y int64 [B, T] on `device`, y = x shifted left by one.
+
+    The data is the tokenizer's source (`tokenizer.source`, prepared by ensure_prepared);
+    `files` overrides the shard list (tests, benchmarks).
+    """
+    import torch
+
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if B < 1 or T < 1:
+        raise ValueError(f"B and T must be positive, got B={B} T={T}")
+    if files is None:
+        from prepare.core import data_files
+
+        paths = data_files(tokenizer.source or None, tokenizer.profile, getattr(tokenizer, "home", None))
+        files = list(paths.train_files) if split == "train" else [paths.val_file]
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    return _iterate(tokenizer, list(files), B, T, device, cuda, threads)
+
+
+def _iterate(tokenizer, files, B, T, device, cuda, threads):
+    packer = _Packer(tokenizer, files, loop=True, threads=threads)
+    out: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    packer.thread = threading.Thread(target=_producer, args=(packer, B, T, out, cuda), daemon=True,
+                                     name="prepare-dataloader")
+    _LIVE.add(packer)
+    packer.thread.start()
+    try:
+        while True:
+            item = out.get()
+            if isinstance(item, BaseException):
+                if isinstance(item, StopIteration):
+                    return
+                raise item
+            x, y, epoch = item
+            if cuda:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            elif device.type != "cpu":
+                x, y = x.to(device), y.to(device)
+            yield x, y, epoch
+    finally:
+        packer.stop.set()
