@@ -15,6 +15,8 @@ from swarm.errors import SwarmError
 COMMAND_MODULES = (
     "prepare.cli",
     "swarm.commands.train",
+    "swarm.commands.run",
+    "swarm.commands.status",
 )
 
 

@@ -1,0 +1,138 @@
+"""`autoresearch run`: start (or resume) a swarm run and print one line per finished experiment.
+
+Builds the frozen `SwarmConfig` from the flags (and, on --resume, from the run's journal), runs
+the `Coordinator` until --max-experiments, --hours or Ctrl-C, and prints a final summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the research swarm: one agent per GPU sharing one best branch",
+        description="Start a local Ray cluster (or join one with --address) and run the research loop: every "
+        "worker first measures the unmodified baseline, then repeatedly asks its agent for an edit of the "
+        "mutable file, trains, and the coordinator keeps real improvements on swarm/<tag>/best. Stops at "
+        "--max-experiments, --hours or Ctrl-C (running experiments are recorded as interrupted). The run "
+        "lives in .swarm/<tag>/ of the repository: journal.jsonl, results.tsv, results.parquet, logs/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--repo", help="task repository (default: the git checkout containing the current directory)")
+    p.add_argument("--tag", help="run name; branches are swarm/<tag>/... (default: today's date, e.g. nov21; "
+                   "with --resume: the most recent run)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped or crashed run (same best, same results)")
+    p.add_argument("--workers", type=int, help="number of workers (default: one per GPU; on a CPU-only cluster "
+                   "min(cores, 4))")
+    p.add_argument("--agents", help="comma-separated agent specs cycled over workers: builtin, a litellm model "
+                   "such as openai/gpt-5, cmd:<coding CLI>, py:module:Class (default: builtin)")
+    p.add_argument("--task", metavar="FILE", help="task TOML file ([task] table); default: the GPT trainer")
+    p.add_argument("--profile", choices=["gpu", "cpu"], help="GPT task profile (default: gpu with CUDA, else cpu)")
+    p.add_argument("--source", help="GPT task data source: climbmix, stdlib or local:PATH (default per profile)")
+    p.add_argument("--max-experiments", type=int, help="stop after this many experiments in total (baselines count)")
+    p.add_argument("--hours", type=float, help="stop starting experiments after this many hours")
+    p.add_argument("--min-delta", type=float, help="an improvement must beat the best by more than this (default 0)")
+    p.add_argument("--address", help="Ray cluster address to join (e.g. auto, or ray://host:10001)")
+    p.add_argument("--seed", type=int, help="seed for the agents (default 0)")
+    p.add_argument("--transport", choices=["auto", "worktree", "bundle"], help="how code reaches workers: git "
+                   "worktrees on the coordinator's node, git bundles elsewhere (auto), or bundles always")
+    p.add_argument("--quiet", action="store_true", help="no per-experiment lines, only the final summary")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    """The frozen SwarmConfig for these flags (on --resume, unspecified settings come from the journal)."""
+    from swarm import config as C
+    from swarm.errors import ConfigError
+    from swarm.journal import read_events
+    from swarm.project import find_repo_root
+    from swarm.task import gpt_task, load_task
+
+    repo = find_repo_root(args.repo)
+    stored: dict = {}
+    if args.resume:
+        tag = args.tag or C.latest_tag(repo)
+        path = C.run_dir(repo, tag) / "journal.jsonl"
+        started = [e for e in read_events(path) if e["event"] == "run_started"]
+        if not started:
+            known = ", ".join(C.list_runs(repo)) or "none"
+            raise ConfigError(f"no run tagged {tag!r} to resume in {repo} (runs: {known})")
+        stored = started[0]["config"]
+    else:
+        tag = args.tag or C.default_tag(repo)
+
+    def pick(name: str, default=None):
+        value = getattr(args, name, None)
+        return value if value is not None else stored.get(name, default)
+
+    profile = pick("profile")
+    if args.task:
+        task, prepare_data = load_task(args.task), False
+    elif stored.get("task"):
+        task, prepare_data = C.task_from_dict(stored["task"]), bool(stored.get("prepare_data"))
+    else:
+        if not (repo / "trainer" / "train.py").is_file():
+            raise ConfigError(f"{repo} has no trainer/train.py: run from an autoresearch-swarm checkout or pass --task")
+        task, prepare_data = gpt_task(profile), True
+        profile = profile or task.env.get("AUTORESEARCH_PROFILE")
+    if args.agents:
+        agents = C.parse_agents(args.agents)
+    elif stored.get("agents"):
+        agents = tuple(C.agent_from_dict(a) for a in stored["agents"])
+    else:
+        agents = C.parse_agents("builtin")
+    return C.SwarmConfig(
+        repo=Path(repo),
+        tag=tag,
+        task=task,
+        agents=agents,
+        workers=args.workers if args.workers is not None else stored.get("workers"),
+        max_experiments=pick("max_experiments"),
+        hours=args.hours,
+        min_delta=float(pick("min_delta", 0.0)),
+        address=args.address,
+        profile=profile,
+        source=pick("source"),
+        resume=bool(args.resume),
+        seed=int(pick("seed", 0)),
+        transport=pick("transport", "auto"),
+        prepare_data=prepare_data,
+        progress=not args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from swarm.coordinator import Coordinator
+
+    config = build_config(args)
+
+    def _sigterm(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    verb = "resuming" if config.resume else "starting"
+    print(f"autoresearch: {verb} run {config.tag!r} in {config.run_dir} (task {config.task.name}, "
+          f"agents {', '.join(a.name for a in config.agents)})", flush=True)
+    summary = Coordinator(config, out=lambda line: print(line, flush=True)).run()
+    print(format_summary(summary, config.task.metric))
+    return 130 if summary.reason == "interrupted" else 0
+
+
+def format_summary(s, metric: str = "val_bpb") -> str:
+    minutes, seconds = divmod(int(s.seconds), 60)
+    lines = [f"run {s.tag} stopped ({s.reason}) after {s.experiments} experiments in {minutes}m{seconds:02d}s"]
+    if s.best is not None:
+        base = f"baseline {s.baseline:.6f} (noise {s.noise:.6f}); " if s.baseline is not None else ""
+        gain = f", {s.best.metric - s.baseline:+.6f} vs baseline" if s.baseline is not None else ""
+        src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
+        lines.append(f"{base}best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}{gain})")
+    lines.append("counts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "none"))
+    if s.overhead_s:
+        ordered = sorted(s.overhead_s)
+        lines.append(f"coordinator overhead per experiment: median {ordered[len(ordered) // 2] * 1000:.1f} ms")
+    lines.append(f"results: {s.run_dir / 'results.tsv'}; best branch: swarm/{s.tag}/best")
+    return "\n".join(lines)

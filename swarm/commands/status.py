@@ -1,0 +1,74 @@
+"""`autoresearch status`: what a swarm run has found and what each worker is doing, from its journal.
+
+Reads `.swarm/<tag>/journal.jsonl` (the most recent run by default) and prints the best metric
+and commit, the baseline and noise, counts by status, experiments per hour and the experiments
+started but not finished (the workers' current work, or interrupted ones if the run died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show a swarm run: best result, counts, what each worker is doing",
+        description="Summarise a swarm run from its journal: best val_bpb and commit, counts by status, "
+        "experiments per hour, and what each worker is running now.",
+    )
+    p.add_argument("--repo", help="task repository (default: the git checkout containing the current directory)")
+    p.add_argument("--tag", help="run to show (default: the most recent)")
+    p.add_argument("--recent", type=int, default=5, help="also list this many recent results (default 5)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(status_text(args.repo, args.tag, args.recent))
+    return 0
+
+
+def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int = 5, now: float | None = None) -> str:
+    from swarm import config as C
+    from swarm.errors import ConfigError
+    from swarm.journal import read_events
+    from swarm.project import find_repo_root
+    from swarm.state import replay
+
+    repo = find_repo_root(repo_arg)
+    tag = tag or C.latest_tag(repo)
+    path = C.run_dir(repo, tag) / "journal.jsonl"
+    if not path.exists():
+        known = ", ".join(C.list_runs(repo)) or "none"
+        raise ConfigError(f"no run tagged {tag!r} in {repo} (runs: {known})")
+    s = replay(read_events(path))
+    now = now or time.time()
+    metric = s.config.get("task", {}).get("metric", "val_bpb")
+    state = f"stopped ({s.stop_reason})" if s.stopped else "running (or its coordinator died: --resume continues it)"
+    lines = [f"run {tag}: {state}; started {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.started_at))}"]
+    if s.best is not None:
+        src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
+        lines.append(f"best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}), branch swarm/{tag}/best")
+        if s.baseline_metric is not None:
+            lines.append(f"baseline {s.baseline_metric:.6f}, noise {s.noise:.6f}, "
+                         f"improvement {s.best.metric - s.baseline_metric:+.6f}")
+    else:
+        lines.append("best: not yet (first wave of baselines running)")
+    counts = s.counts()
+    lines.append(f"experiments {len(s.records)}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+    end = now if not s.stopped else s.last_event_t
+    hours = max(end - s.started_at, 1e-9) / 3600
+    if s.records:
+        lines.append(f"rate {len(s.records) / hours:.1f} experiments/hour over {hours * 60:.1f} min")
+    running = s.running()
+    if running:
+        label = "running" if not s.stopped else "unfinished"
+        for a in running:
+            lines.append(f"  {a.worker}: {label} #{a.exp_id} {a.kind.value} ({a.agent}) for {now - a.started_at:.0f} s")
+    if s.queue:
+        lines.append(f"queued combinations: {len(s.queue)}")
+    for r in s.finished_records()[-recent:] if recent else []:
+        m = f"{r.metric:.6f}" if r.metric is not None else "-"
+        lines.append(f"  #{r.exp_id:<4} {r.worker:<4} {r.status.value:<11} {m:>9}  {r.description[:70]}")
+    return "\n".join(lines)

@@ -1,0 +1,381 @@
+"""The coordinator: the research loop over Ray worker actors, the journal and the best branch.
+
+It is the only writer of the journal and of `swarm/<tag>/best`. It hands each idle worker an
+assignment (with the current best commit and metric, and on a bundle-transport worker a git
+bundle of it), consumes results in completion order with `ray.wait`, and for each one writes
+the record, decides with `swarm.decisions`, advances the best branch on a win (a compare-and-swap
+ref update; one coordinator thread, so merges are serialised), queues the combination when the
+winner raced against a newer best, and regenerates the exports. State is `swarm.state.RunState`
+fed with exactly the events it journals, so a resumed coordinator continues where the journal
+ends. Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from swarm import exports, gitops
+from swarm.config import SwarmConfig, plan_workers
+from swarm.decisions import (
+    Assignment, Best, SchedulerView, baseline_stats, decide, experiment_seed, next_kind, unfinished_record,
+)
+from swarm.errors import ConfigError, SwarmError
+from swarm.journal import EventType, Journal, read_events
+from swarm.records import ExperimentRecord, Kind, Status
+from swarm.state import RunState, replay
+from swarm.worker import WorkerResult, WorkerSpec, actor_class, kill_strays
+
+HISTORY_LIMIT = 200  # finished experiments sent to agents with each assignment
+
+
+@dataclass
+class Slot:
+    """One worker position: its spec, current actor and what it is running."""
+
+    index: int
+    spec: WorkerSpec
+    actor: Any = None
+    generation: int = 0
+    transport: str = "worktree"
+    synced: str | None = None  # last commit sent to it as a bundle
+    busy: Assignment | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    tag: str
+    reason: str
+    best: Best | None
+    baseline: float | None
+    noise: float | None
+    counts: dict[str, int]
+    experiments: int
+    seconds: float
+    overhead_s: tuple[float, ...]  # coordinator time per handled result (journal+decide+merge+broadcast)
+    run_dir: Path
+
+
+class Coordinator:
+    def __init__(self, config: SwarmConfig, out: Callable[[str], None] = print, stop: threading.Event | None = None):
+        self.config = config
+        self.out = out if config.progress else (lambda _line: None)
+        self.stop = stop or threading.Event()
+        self.repo = gitops.open_repo(config.repo)
+        self.journal = Journal(config.journal_path)
+        self.state = RunState()
+        self.slots: list[Slot] = []
+        self.inflight: dict[Any, Slot] = {}
+        self.overheads: list[float] = []
+        self.best_ref = f"refs/heads/swarm/{config.tag}/best"
+        self.fatal: str | None = None
+
+    # ---- journal: every event goes through here ------------------------------------------
+
+    def _log(self, event: EventType, **body: Any) -> None:
+        self.state.apply(self.journal.append(event, **body))
+
+    # ---- start ----------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        t0 = time.monotonic()
+        reason = "done"
+        self._connect_ray()
+        plan = self._open_run()
+        try:
+            self._start_workers(plan)
+            reason = self._loop(t0)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            self._interrupt_running()
+        except BaseException as exc:
+            reason = f"error: {exc}"
+            self._interrupt_running()
+            raise
+        finally:
+            self._log(EventType.RUN_STOPPED, reason=reason)
+            self._shutdown_workers()
+            self._export()
+        if self.fatal:
+            raise SwarmError(self.fatal)
+        s = self.state
+        return RunSummary(
+            self.config.tag, reason, s.best, s.baseline_metric, s.noise, dict(s.counts()),
+            len(s.records), time.monotonic() - t0, tuple(self.overheads), self.config.run_dir,
+        )
+
+    def _connect_ray(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        try:
+            if self.config.address:
+                ray.init(address=self.config.address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = self.config.address or "a local cluster"
+            raise ConfigError(f"cannot reach Ray at {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+
+    def _open_run(self):
+        import ray
+
+        cfg = self.config
+        gitops.ensure_excluded(self.repo, ".swarm/")
+        exists = cfg.journal_path.exists()
+        if cfg.resume:
+            if not exists:
+                from swarm.config import list_runs
+
+                known = ", ".join(list_runs(cfg.repo)) or "none"
+                raise ConfigError(f"no run tagged {cfg.tag!r} to resume in {cfg.repo} (runs: {known})")
+            self.state = replay(read_events(cfg.journal_path))
+            plan = plan_workers(ray.cluster_resources(), cfg.workers or self.state.wave_size)
+            self._log(EventType.RUN_RESUMED, config=cfg.to_dict())
+            for a in self.state.running():  # started, never finished: the previous coordinator died
+                self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
+            if self.state.best is not None:
+                gitops.update_ref(self.repo, self.best_ref, self.state.best.commit)  # the journal is the truth
+            return plan
+        if exists:
+            raise ConfigError(f"a run tagged {cfg.tag!r} exists; continue it with --resume or pick another --tag")
+        dirty = gitops.dirty_paths(self.repo, list(cfg.task.mutable_files))
+        if dirty:
+            raise ConfigError(f"uncommitted changes in {', '.join(dirty)}: commit them first (the swarm starts from HEAD)")
+        plan = plan_workers(ray.cluster_resources(), cfg.workers)
+        config = {**cfg.to_dict(), "workers": plan.count}
+        self._log(EventType.RUN_STARTED, tag=cfg.tag, base_commit=gitops.head_commit(self.repo), config=config)
+        return plan
+
+    def _start_workers(self, plan) -> None:
+        import ray
+
+        cfg = self.config
+        node = ray.get_runtime_context().get_node_id()
+        for i in range(plan.count):
+            name = f"w{i}"
+            env = {"OMP_NUM_THREADS": str(plan.threads)}
+            spec = WorkerSpec(
+                name=name, tag=cfg.tag, task=cfg.task, agent=cfg.agent_for(i),
+                checkout=str(cfg.run_dir / "worktrees" / name), log_dir=str(cfg.run_dir / "logs"),
+                transport=cfg.transport, coordinator_node=node, seed=cfg.seed * 1000 + i, env=env,
+                prepare_data=cfg.prepare_data, profile=cfg.profile, source=cfg.source,
+                clone_dir=str(cfg.run_dir / "clones" / name) if cfg.transport == "bundle" else "",
+            )
+            self.slots.append(Slot(i, spec))
+        self._resources = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus}
+        setups = [self._spawn(slot) for slot in self.slots]
+        try:
+            infos = ray.get(setups)
+        except ray.exceptions.RayError as exc:
+            raise SwarmError(f"a worker failed to start: {_short(exc)}") from None
+        for slot, info in zip(self.slots, infos):
+            slot.info, slot.transport = info, info["transport"]
+
+    def _spawn(self, slot: Slot):
+        """(Re)create the slot's actor, repairing its worktree first; returns its setup ref."""
+        start = self.state.best.commit if self.state.best else self.state.base_commit
+        if slot.spec.transport != "bundle":
+            gitops.ensure_worktree(self.repo, Path(slot.spec.checkout), slot.spec.branch, start)
+        slot.generation += 1
+        slot.synced = None
+        slot.actor = actor_class().options(
+            name=f"swarm-{self.config.tag}-{slot.spec.name}-g{slot.generation}", **self._resources
+        ).remote(slot.spec)
+        return slot.actor.setup.remote()
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def _loop(self, t0: float) -> str:
+        import ray
+
+        deadline = t0 + self.config.hours * 3600 if self.config.hours else None
+        reason = "done"
+        while True:
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            if deadline is not None and time.monotonic() >= deadline and reason == "done":
+                reason = "hours"
+            self._fill_idle(stopping=reason != "done" or self.fatal is not None)
+            if not self.inflight:
+                break
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                tick = time.perf_counter()
+                self._handle(ref)
+                self._fill_idle(stopping=reason != "done" or self.fatal is not None)
+                self.overheads.append(time.perf_counter() - tick)
+        if self.fatal:
+            return "error"
+        limit = self.config.max_experiments
+        if reason == "done" and limit is not None and len(self.state.assignments) >= limit:
+            reason = "max_experiments"
+        return reason
+
+    def _view(self, stopping: bool) -> SchedulerView:
+        s = self.state
+        running = [slot.busy for slot in self.slots if slot.busy]
+        return SchedulerView(
+            started=len(s.assignments), baseline_done=s.best is not None,
+            baselines_to_start=s.baselines_to_start(running), queued_combinations=len(s.queue),
+            max_experiments=self.config.max_experiments, stopping=stopping,
+        )
+
+    def _fill_idle(self, stopping: bool) -> None:
+        for slot in self.slots:
+            if slot.busy is None:
+                kind = next_kind(self._view(stopping))
+                if kind is None:
+                    continue
+                self._assign(slot, kind)
+
+    def _assign(self, slot: Slot, kind: Kind) -> None:
+        s, exp_id = self.state, self.state.next_exp_id
+        extra: dict[str, Any] = {}
+        if kind == Kind.BASELINE:
+            parent, parent_metric = s.base_commit, None
+        elif kind == Kind.COMBINATION:
+            combo = s.queue[0]
+            parent, parent_metric = combo["parent"], combo["parent_metric"]
+            extra = dict(description=combo["description"], files=tuple(sorted(combo["files"].items())),
+                         combo_id=combo["combo_id"])
+        else:
+            parent, parent_metric = s.best.commit, s.best.metric
+        a = Assignment(
+            exp_id=exp_id, worker=slot.spec.name, agent=slot.info.get("agent", slot.spec.agent.name), kind=kind,
+            parent=parent, parent_metric=parent_metric, noise=s.noise, seed=experiment_seed(self.config.seed, exp_id),
+            started_at=time.time(), history=s.history(HISTORY_LIMIT), **extra,
+        )
+        self._log(EventType.EXPERIMENT_STARTED, assignment=a.to_dict())
+        bundle = None
+        if slot.transport == "bundle" and slot.synced != parent:
+            bundle = gitops.create_bundle(self.repo, parent)
+        slot.busy = a
+        self.inflight[slot.actor.run.remote(a, bundle)] = slot
+        slot.synced = parent
+
+    def _handle(self, ref) -> None:
+        import ray
+
+        slot = self.inflight.pop(ref)
+        a, slot.busy = slot.busy, None
+        try:
+            result: WorkerResult = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            self._record(unfinished_record(a, Status.CRASH, f"worker actor died: {_short(exc)}", time.time()))
+            self._spawn(slot)  # new actor, same (repaired) worktree; setup runs before its next task
+            return
+        except ray.exceptions.RayError as exc:
+            self._record(unfinished_record(a, Status.CRASH, f"worker error: {_short(exc)}", time.time()))
+            slot.synced = None
+            return
+        record = result.record
+        if record.commit and record.commit != a.parent:
+            exp_ref = f"refs/swarm/{self.config.tag}/exp/{record.exp_id}"
+            if result.bundle is not None:
+                gitops.fetch_bundle(self.repo, result.bundle, exp_ref)
+            else:
+                gitops.update_ref(self.repo, exp_ref, record.commit)
+        self._record(record)
+
+    # ---- recording and deciding -----------------------------------------------------------
+
+    def _record(self, record: ExperimentRecord) -> None:
+        """Journal one finished experiment, decide, advance the best, queue a combination."""
+        s, task = self.state, self.config.task
+        best_before = s.best
+        self._log(EventType.EXPERIMENT_FINISHED, record=record.to_dict())
+        d = decide(record, best_before, task.direction, self.config.min_delta)
+        self._log(EventType.DECISION, exp_id=record.exp_id, status=d.status.value, reason=d.reason,
+                  best_metric=best_before.metric if best_before else None)
+        if record.kind == Kind.BASELINE and s.best is None:
+            self._maybe_finish_wave()
+        if d.promote:
+            self._promote(record, best_before, d.combine)
+        self._export()
+        self._progress(s.records[record.exp_id], best_before)
+
+    def _maybe_finish_wave(self) -> None:
+        s = self.state
+        running = [slot.busy for slot in self.slots if slot.busy]
+        if s.baselines_to_start(running) > 0 or any(a.kind == Kind.BASELINE for a in running):
+            return
+        metrics = s.baseline_metrics()
+        if not metrics:  # the whole wave finished and nothing was measured: nothing to improve on
+            failed = [r for r in s.records.values() if r.kind == Kind.BASELINE]
+            where = f" (last: {failed[-1].error}; log {failed[-1].log_path})" if failed else ""
+            self.fatal = f"every baseline run failed{where}"
+            return
+        median, noise = baseline_stats(metrics)
+        ids = [r.exp_id for r in s.records.values() if r.kind == Kind.BASELINE and r.metric is not None]
+        self._log(EventType.BASELINE_MEASURED, commit=s.base_commit, metric=median, noise=noise, exp_ids=ids)
+        gitops.update_ref(self.repo, self.best_ref, s.base_commit)
+        self._log(EventType.BEST_ADVANCED, commit=s.base_commit, metric=median, exp_id=None,
+                  previous_commit=None, previous_metric=None)
+
+    def _promote(self, record: ExperimentRecord, old: Best, combine: bool) -> None:
+        gitops.update_ref(self.repo, self.best_ref, record.commit, old.commit)
+        self._log(EventType.BEST_ADVANCED, commit=record.commit, metric=record.metric, exp_id=record.exp_id,
+                  previous_commit=old.commit, previous_metric=old.metric)
+        if not combine:
+            return
+        files = gitops.merge3(self.repo, record.parent, record.commit, old.commit, self.config.task.mutable_files)
+        if files is None:
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id,
+                      reason=f"its change conflicts with the best it raced against ({old.commit[:7]})")
+            return
+        if all(files.get(p) == gitops.file_at(self.repo, record.commit, p) for p in self.config.task.mutable_files):
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id,
+                      reason="nothing to combine: the older best's changes are already in")
+            return
+        other = self.state.records.get(old.exp_id) if old.exp_id is not None else None
+        description = f"combine #{record.exp_id} ({record.description}) + #{old.exp_id} ({other.description if other else 'best'})"
+        self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1,
+                  parent=record.commit, parent_metric=record.metric, files=files, description=description,
+                  sources=[record.exp_id, old.exp_id])
+
+    def _export(self) -> None:
+        exports.write_exports(self.config.run_dir, self.state.finished_records(), self.config.task.metric)
+
+    def _progress(self, r: ExperimentRecord, best_before: Best | None) -> None:
+        best = self.state.best
+        metric = f"{r.metric:.6f}" if r.metric is not None else "-"
+        delta = f"{r.metric - best_before.metric:+.6f}" if r.metric is not None and best_before else ""
+        best_s = f"best {best.metric:.6f}" if best else "best -"
+        self.out(f"#{r.exp_id:<4} {r.worker:<4} {r.agent[:18]:<18} {r.status.value:<11} {metric:>9} {delta:>10}  "
+                 f"{best_s}  {r.description[:80]}{'  [' + r.error[:80] + ']' if r.error and r.status != Status.KEEP else ''}")
+
+    # ---- stopping -------------------------------------------------------------------------
+
+    def _interrupt_running(self) -> None:
+        """Record every running experiment as interrupted and stop its task."""
+        for ref, slot in list(self.inflight.items()):
+            a, slot.busy = slot.busy, None
+            self.inflight.pop(ref)
+            try:
+                slot.actor.kill_task.remote()
+            except Exception:  # noqa: BLE001 - the actor may be gone already
+                pass
+            if a is not None and a.exp_id not in self.state.verdicts:
+                self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
+
+    def _shutdown_workers(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            if slot.actor is not None:
+                try:
+                    ray.kill(slot.actor)
+                except Exception:  # noqa: BLE001
+                    pass
+                kill_strays(self.config.tag, slot.spec.name)  # local node: tasks outliving their actor
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:200]

@@ -1,0 +1,107 @@
+"""`results.tsv` and `results.parquet`: exports of the journal, regenerated whole each time.
+
+One row per decided experiment, in the order they were decided. The TSV starts with the
+reference's five columns (commit, val_bpb, memory_gb, status, description: a crashed run shows
+0.000000 and 0.0 as in the reference) and goes on with worker, agent, kind, parent, exp_id,
+started_at, task_seconds, agent_seconds, cost_usd, tokens. The metric column is named after the
+task's metric (val_bpb for the GPT task). The parquet file has the same columns with full
+commits and nulls instead of zeros. Not covered: reading the journal (swarm.state).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Sequence
+
+from swarm.records import ExperimentRecord
+
+TAIL_COLUMNS = (
+    "worker", "agent", "kind", "parent", "exp_id", "started_at",
+    "task_seconds", "agent_seconds", "cost_usd", "tokens",
+)
+
+
+def columns(metric: str = "val_bpb") -> tuple[str, ...]:
+    return ("commit", metric, "memory_gb", "status", "description", *TAIL_COLUMNS)
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).replace("\t", " ").split())
+
+
+def _iso(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t).isoformat(timespec="seconds") if t else ""
+
+
+def tsv_rows(records: Sequence[ExperimentRecord]) -> list[list[str]]:
+    rows = []
+    for r in records:
+        rows.append(
+            [
+                r.commit[:7],
+                f"{r.metric:.6f}" if r.metric is not None else "0.000000",
+                f"{r.memory_gb:.1f}",
+                r.status.value,
+                _clean(r.description),
+                r.worker,
+                r.agent,
+                r.kind.value,
+                r.parent[:7],
+                str(r.exp_id),
+                _iso(r.started_at),
+                f"{r.task_seconds:.1f}",
+                f"{r.agent_seconds:.1f}",
+                f"{r.usage.cost_usd:.4f}",
+                str(r.usage.tokens_in + r.usage.tokens_out),
+            ]
+        )
+    return rows
+
+
+def write_tsv(path: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb") -> None:
+    lines = ["\t".join(columns(metric))] + ["\t".join(row) for row in tsv_rows(records)]
+    _atomic_write(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def write_parquet(path: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb") -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = {
+        "commit": [r.commit for r in records],
+        metric: pa.array([r.metric for r in records], type=pa.float64()),
+        "memory_gb": pa.array([r.memory_gb for r in records], type=pa.float64()),
+        "status": [r.status.value for r in records],
+        "description": [r.description for r in records],
+        "worker": [r.worker for r in records],
+        "agent": [r.agent for r in records],
+        "kind": [r.kind.value for r in records],
+        "parent": [r.parent for r in records],
+        "exp_id": pa.array([r.exp_id for r in records], type=pa.int64()),
+        "started_at": pa.array([r.started_at for r in records], type=pa.float64()),
+        "task_seconds": pa.array([r.task_seconds for r in records], type=pa.float64()),
+        "agent_seconds": pa.array([r.agent_seconds for r in records], type=pa.float64()),
+        "cost_usd": pa.array([r.usage.cost_usd for r in records], type=pa.float64()),
+        "tokens": pa.array([r.usage.tokens_in + r.usage.tokens_out for r in records], type=pa.int64()),
+        "parent_metric": pa.array([r.parent_metric for r in records], type=pa.float64()),
+        "finished_at": pa.array([r.finished_at for r in records], type=pa.float64()),
+        "error": [r.error for r in records],
+    }
+    table = pa.table({k: (v if isinstance(v, pa.Array) else pa.array(v, type=pa.string())) for k, v in data.items()})
+    tmp = Path(path).with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_exports(run_dir: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb", parquet: bool = True) -> None:
+    write_tsv(Path(run_dir) / "results.tsv", records, metric)
+    if parquet:
+        write_parquet(Path(run_dir) / "results.parquet", records, metric)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

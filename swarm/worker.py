@@ -1,0 +1,361 @@
+"""One worker: sync to the assigned commit, get a proposal, commit it, run the task, report.
+
+`Worker` is a plain class (unit tests drive it directly); `actor_class()` wraps it as a thin Ray
+actor. A worker owns one checkout: a git worktree of the task repository (transport
+"worktree": same machine as the coordinator) or a standalone repository fed by git bundles
+(transport "bundle": nothing shared with the coordinator). It never writes the journal or the
+best branch; it returns a `WorkerResult` and the coordinator decides.
+Not covered: deciding keep/discard (swarm.decisions), scheduling (swarm.coordinator).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from swarm.agents import AgentSpec, make_agent
+from swarm.agents.base import AgentContext
+from swarm.decisions import Assignment
+from swarm import gitops
+from swarm.proc import run_process, scrub_env, tail_text
+from swarm.records import ExperimentRecord, Kind, Proposal, Status, Usage
+from swarm.summary import metric_value, parse_summary
+from swarm.task import TaskSpec
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, as plain data (it travels to a Ray actor)."""
+
+    name: str  # "w0", "w1", ...
+    tag: str
+    task: TaskSpec
+    agent: AgentSpec
+    checkout: str  # worktree path on the coordinator's node (transport "worktree")
+    log_dir: str  # where <exp_id>.log files go (worktree transport)
+    transport: str = "auto"  # "worktree" | "bundle" | "auto": worktree on the coordinator's node
+    coordinator_node: str = ""  # Ray node id of the coordinator (for "auto")
+    clone_dir: str = ""  # bundle transport: own repository here ("": under AUTORESEARCH_HOME)
+    seed: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)  # extra task env: OMP_NUM_THREADS, profile
+    prepare_data: bool = False  # call prepare.ensure_prepared at setup (the GPT task)
+    profile: str | None = None
+    source: str | None = None
+
+    @property
+    def branch(self) -> str:
+        return f"swarm/{self.tag}/{self.name}"
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    record: ExperimentRecord
+    bundle: bytes | None = None  # the experiment commit (bundle transport), None otherwise
+    failure_log: str = ""  # log tail of a crash / timeout, for the agent's next context
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec):
+        self.spec = spec
+        self.transport = spec.transport if spec.transport != "auto" else "worktree"
+        self.checkout = Path(spec.checkout)
+        self.log_dir = Path(spec.log_dir)
+        self.repo = None
+        self.agent = None
+        self.last_failure: str | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def setup(self, same_node: bool = True) -> dict[str, Any]:
+        """Prepare data on this node, open (or create) the checkout, build the agent.
+
+        `same_node`: whether this process runs on the coordinator's node (decides transport "auto").
+        """
+        kill_strays(self.spec.tag, self.spec.name)
+        if self.spec.prepare_data:
+            import prepare
+
+            prepare.ensure_prepared(source=self.spec.source, profile=self.spec.profile, progress=False)
+        if self.spec.transport == "auto":
+            self.transport = "worktree" if same_node else "bundle"
+        if self.transport == "bundle":
+            if self.spec.clone_dir:
+                self.checkout = Path(self.spec.clone_dir)
+            else:
+                from prepare.profiles import autoresearch_home
+
+                self.checkout = autoresearch_home() / "swarm" / self.spec.tag / self.spec.name
+            self.log_dir = self.checkout.parent / "logs"
+            self.repo = gitops.ensure_clone_dir(self.checkout)
+        else:
+            self.repo = gitops.open_repo(self.checkout)
+        self.agent = make_agent(self.spec.agent, seed=self.spec.seed)
+        return {
+            "worker": self.spec.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "agent": getattr(self.agent, "name", self.spec.agent.name),
+            "transport": self.transport,
+            "checkout": str(self.checkout),
+        }
+
+    def kill_task(self) -> None:
+        """End the running task, if any (called concurrently with `run` on a clean stop)."""
+        kill_strays(self.spec.tag, self.spec.name)
+
+    def ping(self) -> str:
+        return self.spec.name
+
+    # ---- one experiment -------------------------------------------------------------------
+
+    def run(self, a: Assignment, bundle: bytes | None = None) -> WorkerResult:
+        if self.repo is None:
+            self.setup()
+        started = time.time()
+        base = dict(
+            exp_id=a.exp_id,
+            worker=self.spec.name,
+            agent=getattr(self.agent, "name", self.spec.agent.name),
+            kind=a.kind,
+            parent=a.parent,
+            parent_metric=a.parent_metric,
+            started_at=a.started_at or started,
+            lane="main",
+        )
+        if bundle is not None:
+            gitops.fetch_bundle(self.repo, bundle, f"refs/swarm/{self.spec.tag}/incoming")
+        gitops.sync(self.repo, self.spec.branch, a.parent)
+
+        agent_seconds, usage = 0.0, Usage()
+        if a.kind == Kind.BASELINE:
+            commit, description = a.parent, "baseline"
+        else:
+            if a.kind == Kind.COMBINATION:
+                proposal = Proposal(a.description, files=dict(a.files))
+            else:
+                t0 = time.monotonic()
+                proposal = self._propose(a)
+                agent_seconds = time.monotonic() - t0
+            usage, description = proposal.usage, _one_line(proposal.description) or "(no description)"
+            invalid, commit = self._apply(a, proposal, description)
+            if invalid is not None:
+                self.last_failure = invalid
+                record = ExperimentRecord(
+                    **base, commit=commit, description=description, status=Status.INVALID,
+                    finished_at=time.time(), agent_seconds=agent_seconds, usage=usage, error=invalid,
+                )
+                return self._result(record, a)
+
+        record, failure_log = self._measure(a, base, commit, description)
+        record = record.replace(agent_seconds=agent_seconds, usage=usage)
+        self.last_failure = failure_log or None
+        return self._result(record, a, failure_log)
+
+    def _propose(self, a: Assignment) -> Proposal:
+        task = self.spec.task
+        files = {p: _read_text(self.checkout / p) for p in task.mutable_files}
+        program = _read_text(self.checkout / task.program_file) if task.program_file else ""
+        ctx = AgentContext(
+            worker=self.spec.name,
+            worktree=self.checkout,
+            task=task,
+            program=program,
+            files=files,
+            baseline_commit=a.parent,
+            baseline_metric=a.parent_metric,
+            noise=a.noise,
+            history=tuple(a.history),
+            last_failure=self.last_failure,
+            profile=self.spec.profile,
+            seed=a.seed,
+        )
+        try:
+            proposal = self.agent.propose(ctx)
+        except Exception as exc:  # noqa: BLE001 - any agent failure is a recorded invalid
+            return Proposal("agent failed", error=f"{type(exc).__name__}: {exc}")
+        if not isinstance(proposal, Proposal):
+            return Proposal("agent failed", error=f"agent returned {type(proposal).__name__}, not a Proposal")
+        return proposal
+
+    def _apply(self, a: Assignment, proposal: Proposal, description: str) -> tuple[str | None, str]:
+        """Write and commit the proposal; returns (invalid reason or None, commit or "")."""
+        if proposal.error:
+            gitops.sync(self.repo, self.spec.branch, a.parent)
+            return f"agent error: {proposal.error}", ""
+        root = self.checkout.resolve()
+        for rel, text in proposal.files.items():
+            target = (root / rel).resolve()
+            if root not in target.parents:
+                gitops.sync(self.repo, self.spec.branch, a.parent)
+                return f"proposal writes outside the repository: {rel}", ""
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        changed = gitops.changed_paths(self.repo)
+        if not changed:
+            return "the proposal changed nothing", ""
+        message = f"{description}\n\nswarm-exp: {self.spec.tag}/{a.exp_id} ({a.kind.value}, {self.spec.name})"
+        commit = gitops.commit_all(self.repo, message)
+        outside = sorted(set(changed) - set(self.spec.task.mutable_files))
+        if outside:
+            gitops.sync(self.repo, self.spec.branch, a.parent)  # restore the worktree
+            return f"changed files other than {list(self.spec.task.mutable_files)}: {outside}", commit
+        return None, commit
+
+    def _measure(self, a: Assignment, base: dict, commit: str, description: str) -> tuple[ExperimentRecord, str]:
+        task = self.spec.task
+        log_path = self.log_dir / f"{a.exp_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(
+            f"# exp {a.exp_id} {a.kind.value} on {self.spec.name} commit {commit}: {description}\n"
+            f"# {' '.join(task.argv())}\n"
+        )
+        result = run_process(
+            task.argv(), cwd=self.checkout, env=self.task_env(a), timeout=task.hard_timeout, log_path=log_path
+        )
+        summary = parse_summary(_read_tail(log_path))
+        metric = metric_value(summary, task.metric)
+        status, error = Status.KEEP, ""
+        if result.timed_out:
+            status, error = Status.TIMEOUT, f"killed at the hard timeout ({task.hard_timeout:.0f} s)"
+        elif result.returncode != 0:
+            status, error = Status.CRASH, f"exit status {result.returncode}: {_last_line(result.output_tail)}"
+        elif metric is None:
+            status, error = Status.CRASH, f"no finite {task.metric} in the summary"
+        peak = summary.get("peak_vram_mb")
+        record = ExperimentRecord(
+            **base,
+            commit=commit,
+            description=description,
+            status=status,
+            metric=metric if status == Status.KEEP else None,
+            summary=summary,
+            memory_gb=round(peak / 1024, 3) if isinstance(peak, float) else 0.0,
+            finished_at=time.time(),
+            task_seconds=result.seconds,
+            error=error,
+            log_path=str(log_path),
+        )
+        failure_log = tail_text(result.output_tail, 40) if status != Status.KEEP else ""
+        return record, failure_log
+
+    def task_env(self, a: Assignment) -> dict[str, str]:
+        """Scrubbed environment of this process + task env + swarm variables (GPU ids pass through)."""
+        env = scrub_env(os.environ)
+        env.update(self.spec.task.env)
+        env.update(self.spec.env)
+        env.update(
+            {
+                "AUTORESEARCH_TAG": self.spec.tag,
+                "AUTORESEARCH_WORKER": self.spec.name,
+                "AUTORESEARCH_EXP_ID": str(a.exp_id),
+                "AUTORESEARCH_KIND": a.kind.value,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.spec.profile:
+            env["AUTORESEARCH_PROFILE"] = self.spec.profile
+        if self.spec.source:
+            env["AUTORESEARCH_SOURCE"] = self.spec.source
+        return env
+
+    def _result(self, record: ExperimentRecord, a: Assignment, failure_log: str = "") -> WorkerResult:
+        bundle = None
+        if self.transport == "bundle" and record.commit and record.commit != a.parent:
+            bundle = gitops.create_bundle(self.repo, record.commit, exclude=[a.parent])
+        return WorkerResult(record, bundle, failure_log)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        return ""
+
+
+def _read_tail(path: Path, max_bytes: int = 64_000) -> str:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - max_bytes))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join((text or "").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return _one_line(lines[-1], 160) if lines else "(no output)"
+
+
+def kill_strays(tag: str, worker: str) -> None:
+    """Kill tasks a dead predecessor of this worker left running (Linux; best effort).
+
+    A task runs in its own process group; when its worker actor is killed the task survives as
+    an orphan still holding the GPU. The replacement finds it by the AUTORESEARCH_TAG and
+    AUTORESEARCH_WORKER variables the task was started with, and kills its process group.
+    """
+    import signal
+
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    marks = {f"AUTORESEARCH_TAG={tag}".encode(), f"AUTORESEARCH_WORKER={worker}".encode()}
+    me = os.getpid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if marks <= environ:
+            try:
+                os.killpg(os.getpgid(int(entry.name)), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+# ---- the Ray actor: a thin wrapper ---------------------------------------------------------
+
+_ACTOR_CLASS = None
+
+
+def actor_class():
+    """The Ray actor class wrapping `Worker` (built on first use: importing this module is Ray-free)."""
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        import ray
+
+        @ray.remote(max_restarts=0, max_task_retries=0, concurrency_groups={"control": 1})
+        class WorkerActor:
+            """Methods run one at a time in order, except `kill_task` (its own concurrency group)."""
+
+            def __init__(self, spec: WorkerSpec):
+                self.worker = Worker(spec)
+
+            def setup(self) -> dict[str, Any]:
+                here = ray.get_runtime_context().get_node_id()
+                return self.worker.setup(same_node=here == self.worker.spec.coordinator_node)
+
+            def run(self, a: Assignment, bundle: bytes | None = None) -> WorkerResult:
+                return self.worker.run(a, bundle)
+
+            def ping(self) -> str:
+                return self.worker.ping()
+
+            @ray.method(concurrency_group="control")
+            def kill_task(self) -> None:
+                self.worker.kill_task()
+
+        _ACTOR_CLASS = WorkerActor
+    return _ACTOR_CLASS
+
+
+__all__ = ["Worker", "WorkerSpec", "WorkerResult", "actor_class", "kill_strays"]

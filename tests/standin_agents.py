@@ -1,0 +1,65 @@
+"""Scripted agents for swarm tests (used through `py:tests.standin_agents:Class` specs).
+
+`ScriptedAgent(steps=[...])` plays its steps in order (then repeats the last one). A step is a
+dict of constant -> new value, plus optional special keys: "__error__" (return an agent error),
+"__raise__" (raise), "__touch__" (also write that non-mutable file), "__noop__" (change nothing),
+"__desc__" (description). `HillClimber` makes random steps on X and Y (a real little search).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from swarm.records import Proposal, Usage
+
+
+def set_constant(text: str, name: str, value) -> str:
+    pattern = re.compile(rf"^({name} = )([^#\n]*?)(\s*#.*)?$", re.M)
+    if not pattern.search(text):
+        raise KeyError(name)
+    return pattern.sub(lambda m: f"{m.group(1)}{value!r}{m.group(3) or ''}", text, count=1)
+
+
+class ScriptedAgent:
+    def __init__(self, seed: int = 0, steps=(), name: str = "scripted"):
+        self.steps = list(steps) or [{"X": 1.0}]
+        self.name = name
+        self.calls = 0
+
+    def propose(self, ctx) -> Proposal:
+        step = dict(self.steps[min(self.calls, len(self.steps) - 1)])
+        self.calls += 1
+        if "__raise__" in step:
+            raise RuntimeError(step["__raise__"])
+        if "__error__" in step:
+            return Proposal("scripted error", error=step["__error__"])
+        path = ctx.task.mutable_files[0]
+        text = ctx.files[path]
+        changes = {k: v for k, v in step.items() if not k.startswith("__")}
+        for name, value in changes.items():
+            text = set_constant(text, name, value)
+        files = {path: text}
+        if "__touch__" in step:
+            files[step["__touch__"]] = "touched\n"
+        if "__noop__" in step:
+            files = {}
+        desc = step.get("__desc__") or " ".join(f"{k}={v}" for k, v in changes.items()) or "no change"
+        return Proposal(desc, files=files, usage=Usage(calls=1, tokens_in=10, tokens_out=5, cost_usd=0.001))
+
+
+class HillClimber:
+    name = "hill"
+
+    def __init__(self, seed: int = 0, step: float = 0.8):
+        self.rng = random.Random(seed)
+        self.step = step
+
+    def propose(self, ctx) -> Proposal:
+        rng = random.Random(ctx.seed)
+        path = ctx.task.mutable_files[0]
+        text = ctx.files[path]
+        name = rng.choice(["X", "Y"])
+        current = float(re.search(rf"^{name} = ([-0-9.e]+)", text, re.M).group(1))
+        new = round(current + rng.choice([-1, 1]) * self.step * rng.random(), 3)
+        return Proposal(f"{name} {current} -> {new}", files={path: set_constant(text, name, new)})
