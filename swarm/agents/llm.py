@@ -237,6 +237,8 @@ class LLMAgent:
                     message = message.replace(key, "***")
                 what = f"{type(exc).__name__}{f' {code}' if code else ''}: {_one_line(message, 200)}"
                 if not self._retryable(litellm, exc):
+                    if isinstance(exc, getattr(litellm, "ContextWindowExceededError", ())):
+                        what += f" (lower the context_tokens option, now {self.context_tokens})"
                     raise AgentError(f"{self.name}: {what}") from None
                 delay = _retry_after(exc)
                 if delay is None:
