@@ -1,0 +1,275 @@
+"""The whole swarm on a real local Ray cluster with fake GPUs, on the fast stand-in task.
+
+One cluster for the module (ray.init takes ~10 s). Each test builds its own stand-in repo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from swarm import gitops  # noqa: E402
+from swarm.agents import parse_agent_spec  # noqa: E402
+from swarm.config import SwarmConfig  # noqa: E402
+from swarm.coordinator import Coordinator  # noqa: E402
+from swarm.journal import read_events  # noqa: E402
+from swarm.records import Kind, Status  # noqa: E402
+from swarm.state import replay  # noqa: E402
+from tests.standin import check_invariants, git, make_standin_repo, standin_task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "SWARM_TEST_API_KEY"
+SCRIPTED = "py:tests.standin_agents:ScriptedAgent"
+HILL = "py:tests.standin_agents:HillClimber"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ[SECRET] = "sekret-value"  # before ray.init: every actor inherits it
+    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    os.environ.pop(SECRET, None)
+
+
+def config(repo: Path, tag: str, agents, **kw) -> SwarmConfig:
+    specs = tuple(parse_agent_spec(a) if isinstance(a, str) else parse_agent_spec(a[0], a[1]) for a in agents)
+    kw.setdefault("task", standin_task(timeout=20))
+    return SwarmConfig(repo=repo, tag=tag, agents=specs, **kw)
+
+
+def records(repo: Path, tag: str):
+    return replay(read_events(repo / ".swarm" / tag / "journal.jsonl"))
+
+
+def test_whole_loop_four_workers(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.3)
+    dump = tmp_path / "env"
+    task = standin_task(env={"STANDIN_ENV_DUMP": str(dump), "STANDIN_FORBIDDEN": SECRET})
+    lines: list[str] = []
+    summary = Coordinator(config(repo, "loop", [HILL], task=task, max_experiments=20), out=lines.append).run()
+    assert summary.reason == "max_experiments" and summary.experiments == 20
+    check_invariants(repo, "loop")
+    s = records(repo, "loop")
+    first = [s.assignments[i] for i in range(1, 5)]
+    assert all(a.kind == Kind.BASELINE for a in first) and {a.worker for a in first} == {"w0", "w1", "w2", "w3"}
+    assert s.baseline_metric == pytest.approx(2.0, abs=0.001) and 0 <= s.noise < 0.002
+    assert not s.counts().get("crash"), [r.error for r in s.records.values()]  # exit 3 = secret seen
+    envs = [json.loads(p.read_text()) for p in dump.glob("*.json")]
+    assert len(envs) == 20 and not any(SECRET in e for e in envs)
+    assert {e["CUDA_VISIBLE_DEVICES"] for e in envs} == {"0", "1", "2", "3"}
+    assert s.best.metric < s.baseline_metric and summary.counts.get("keep", 0) >= 5
+    assert len(lines) == 20 and lines[0].startswith("#")
+    gitops.fsck(gitops.open_repo(repo))  # concurrent promotions left the object store clean
+    assert ".swarm/" in (repo / ".git" / "info" / "exclude").read_text()
+    assert git(repo, "status", "--porcelain") == ""  # tracked files of the task repo untouched
+    import pandas as pd
+
+    df = pd.read_parquet(repo / ".swarm" / "loop" / "results.parquet")
+    assert sorted(df.exp_id) == list(range(1, 21)) and list(df.columns[:5]) == [
+        "commit", "val_bpb", "memory_gb", "status", "description"]
+    from swarm.commands.status import status_text
+
+    text = status_text(str(repo), None)
+    assert "run loop: stopped (max_experiments)" in text and "keep" in text
+
+
+def _race(repo: Path, tag: str, fast: dict, slow: dict):
+    """w0: a fast win then a slow second step; w1: a slower, bigger win from the same baseline."""
+    agents = [
+        (SCRIPTED, {"steps": [fast, {"X": 0.5, "SLEEP": 3.0}]}),
+        (SCRIPTED, {"steps": [slow, {"X": 0.1, "SLEEP": 0.1}]}),
+    ]
+    Coordinator(config(repo, tag, agents, workers=2, max_experiments=6), out=lambda _: None).run()
+    check_invariants(repo, tag)
+    return records(repo, tag), read_events(repo / ".swarm" / tag / "journal.jsonl")
+
+
+def test_parallel_wins_promote_and_combine(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    s, events = _race(repo, "race", {"Y": -1.0}, {"X": 3.0, "SLEEP": 1.5})
+    fast, slow = s.records[3], s.records[4]
+    assert fast.status == Status.KEEP and slow.status == Status.KEEP
+    assert slow.parent == fast.parent == s.base_commit  # raced from the same old best
+    queued = [e for e in events if e["event"] == "combination_queued"]
+    assert len(queued) == 1 and queued[0]["parent"] == slow.commit
+    combo = [r for r in s.records.values() if r.kind == Kind.COMBINATION]
+    assert len(combo) == 1 and combo[0].parent == slow.commit
+    assert combo[0].metric == pytest.approx(1.0, abs=0.002) and combo[0].status == Status.KEEP
+    assert s.best.commit == combo[0].commit
+    text = git(repo, "show", f"swarm/race/best:train.py")
+    assert "X = 3.0" in text and "Y = -1.0" in text
+
+
+def test_conflicting_wins_skip_the_combination(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    s, events = _race(repo, "conflict", {"X": 1.0}, {"X": 3.0, "SLEEP": 1.0})
+    assert s.records[4].status == Status.KEEP and s.best.metric <= s.records[4].metric
+    skipped = [e for e in events if e["event"] == "combination_skipped"]
+    assert len(skipped) == 1 and "conflict" in skipped[0]["reason"]
+    assert not [r for r in s.records.values() if r.kind == Kind.COMBINATION]
+
+
+def test_failures_never_stop_the_swarm(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.1)
+    steps = [{"CRASH": 1}, {"SLEEP": 30.0}, {"X": 1.0, "__touch__": "README.md"}, {"__error__": "no idea"},
+             {"NAN": 1}, {"X": 2.0}]
+    cfg = config(repo, "fail", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=7,
+                 task=standin_task(timeout=2.0))
+    Coordinator(cfg, out=lambda _: None).run()
+    check_invariants(repo, "fail")
+    s = records(repo, "fail")
+    statuses = [s.records[i].status for i in range(2, 8)]
+    assert statuses == [Status.CRASH, Status.TIMEOUT, Status.INVALID, Status.INVALID, Status.CRASH, Status.KEEP]
+    assert s.best.commit == s.records[7].commit
+    # the invalid commit stays reachable; the agent error had none
+    assert git(repo, "rev-parse", "refs/swarm/fail/exp/4") == s.records[4].commit
+    assert s.records[5].commit == ""
+
+
+def _run_in_thread(cfg):
+    box: dict = {}
+    coord = Coordinator(cfg, out=lambda _: None)
+
+    def target():
+        try:
+            box["summary"] = coord.run()
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return coord, t, box
+
+
+def _wait_for(predicate, timeout=60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+def _started(repo, tag, worker, kind="proposal"):
+    events = read_events(repo / ".swarm" / tag / "journal.jsonl")
+    done = {e["record"]["exp_id"] for e in events if e["event"] == "experiment_finished"}
+    hits = [e["assignment"] for e in events if e["event"] == "experiment_started"
+            and e["assignment"]["worker"] == worker and e["assignment"]["kind"] == kind
+            and e["assignment"]["exp_id"] not in done]
+    return hits[0] if hits else None
+
+
+def test_killed_worker_actor_is_replaced(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    agents = [(SCRIPTED, {"steps": [{"X": 1.0}, {"X": 2.0}, {"X": 3.0}]}),
+              (SCRIPTED, {"steps": [{"Y": -0.5, "SLEEP": 3.0}, {"Y": -1.0}]})]
+    coord, thread, box = _run_in_thread(config(repo, "kill", agents, workers=2, max_experiments=8))
+    victim = _wait_for(lambda: _started(repo, "kill", "w1"))
+    time.sleep(0.5)  # the task is running
+    ray.kill(coord.slots[1].actor)
+    thread.join(120)
+    assert "error" not in box, box.get("error")
+    check_invariants(repo, "kill")
+    s = records(repo, "kill")
+    dead = s.records[victim["exp_id"]]
+    assert dead.status == Status.CRASH and "actor died" in dead.error
+    assert coord.slots[1].generation == 2
+    later = [r for r in s.records.values() if r.worker == "w1" and r.exp_id > dead.exp_id]
+    assert later and later[0].metric is not None  # the replacement measured in the repaired worktree
+    assert len(s.records) == 8
+
+
+def test_stop_records_running_as_interrupted_then_resume(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    agents = [(SCRIPTED, {"steps": [{"X": 1.0, "SLEEP": 5.0}]}), (SCRIPTED, {"steps": [{"Y": -1.0, "SLEEP": 5.0}]})]
+    coord, thread, box = _run_in_thread(config(repo, "stop", agents, workers=2, max_experiments=6))
+    _wait_for(lambda: _started(repo, "stop", "w0") and _started(repo, "stop", "w1"))
+    coord.stop.set()
+    thread.join(60)
+    assert box["summary"].reason == "interrupted"
+    s = records(repo, "stop")
+    assert s.stopped and s.stop_reason == "interrupted"
+    assert s.counts()["interrupted"] == 2 and not s.running()
+    check_invariants(repo, "stop")
+    summary = Coordinator(config(repo, "stop", [HILL], workers=2, max_experiments=6, resume=True),
+                          out=lambda _: None).run()
+    assert summary.reason == "max_experiments"
+    check_invariants(repo, "stop")
+    assert len(records(repo, "stop").records) == 6
+
+
+def _task_toml(path: Path) -> Path:
+    path.write_text('[task]\nname = "standin"\nmutable_files = ["train.py"]\ncommand = ["{python}", "train.py"]\n'
+                    'time_budget = 1.0\ntimeout = 20.0\n')
+    return path
+
+
+def test_resume_after_coordinator_sigkill(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.6)
+    task_file = _task_toml(tmp_path / "standin.toml")
+    argv = [sys.executable, "-m", "swarm.cli", "run", "--repo", str(repo), "--tag", "crashy", "--task", str(task_file),
+            "--agents", HILL, "--workers", "2", "--max-experiments", "12", "--address", cluster]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def progressed():
+            s = records(repo, "crashy") if (repo / ".swarm" / "crashy" / "journal.jsonl").exists() else None
+            return s and len(s.records) >= 4 and s.running()
+        _wait_for(progressed, timeout=90)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = records(repo, "crashy")
+    unfinished = [a.exp_id for a in before.running()]
+    assert unfinished and not before.stopped
+    from swarm.cli import main
+
+    assert main(["run", "--repo", str(repo), "--tag", "crashy", "--resume", "--quiet"]) == 0
+    check_invariants(repo, "crashy")
+    after = records(repo, "crashy")
+    assert all(after.records[i].status == Status.INTERRUPTED for i in unfinished)
+    assert len(after.records) == 12 and after.sessions == 2
+    assert after.best.metric <= before.best.metric  # same best, only improved
+    for i, r in before.records.items():
+        assert after.records[i] == r  # nothing recorded twice or rewritten
+    gitops.fsck(gitops.open_repo(repo))
+
+
+def test_bundle_transport_swarm(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    cfg = config(repo, "bund", [HILL], workers=2, max_experiments=8, transport="bundle")
+    coord = Coordinator(cfg, out=lambda _: None)
+    coord.run()
+    check_invariants(repo, "bund")
+    assert all(slot.transport == "bundle" for slot in coord.slots)
+    clone = repo / ".swarm" / "bund" / "clones" / "w0"
+    assert (clone / ".git").is_dir() and not (repo / ".swarm" / "bund" / "worktrees" / "w0").exists()
+    assert "worktree" not in git(repo, "worktree", "list").split("\n", 1)[-1]
+    gitops.fsck(gitops.open_repo(repo))
+
+
+def test_cli_errors_are_one_line(cluster, tmp_path, capsys):
+    from swarm.cli import main
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert main(["run", "--repo", str(plain), "--task", str(_task_toml(tmp_path / "t.toml"))]) == 2
+    assert "not inside a git repository" in capsys.readouterr().err
+    repo = make_standin_repo(tmp_path / "task")
+    assert main(["run", "--repo", str(repo), "--tag", "nope", "--resume"]) == 2
+    assert "no run tagged 'nope'" in capsys.readouterr().err
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "\n# dirty\n")
+    assert main(["run", "--repo", str(repo), "--task", str(tmp_path / "t.toml"), "--agents", HILL]) == 2
+    assert "uncommitted changes in train.py" in capsys.readouterr().err
