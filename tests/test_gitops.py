@@ -1,0 +1,108 @@
+"""Git operations on real tmp repositories: worktrees, refs, bundles, three-way merges."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarm import gitops
+from swarm.errors import ConfigError, GitError
+from tests.standin import git, make_standin_repo
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    return make_standin_repo(tmp_path / "task")
+
+
+def commit_change(repo, old, new, msg="change", path="train.py"):
+    p = repo / path
+    p.write_text(p.read_text().replace(old, new))
+    git(repo, "commit", "-qam", msg)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_open_repo_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not a git repository"):
+        gitops.open_repo(tmp_path)
+
+
+def test_exclude_and_dirty_paths(repo):
+    r = gitops.open_repo(repo)
+    gitops.ensure_excluded(r, ".swarm/")
+    gitops.ensure_excluded(r, ".swarm/")
+    assert (repo / ".git" / "info" / "exclude").read_text().count(".swarm/") == 1
+    (repo / ".swarm").mkdir()
+    (repo / ".swarm" / "x").write_text("x")
+    assert gitops.dirty_paths(r) == []
+    (repo / "train.py").write_text("changed")
+    (repo / "new.txt").write_text("n")
+    assert gitops.dirty_paths(r, ["train.py"]) == ["train.py"]
+    assert sorted(gitops.dirty_paths(r)) == ["new.txt", "train.py"]
+
+
+def test_update_ref_compare_and_swap(repo):
+    r = gitops.open_repo(repo)
+    base = gitops.head_commit(r)
+    c1 = commit_change(repo, "X = 0.0", "X = 1.0")
+    gitops.update_ref(r, "refs/heads/swarm/t/best", base)
+    gitops.update_ref(r, "refs/heads/swarm/t/best", c1, base)
+    with pytest.raises(GitError):
+        gitops.update_ref(r, "refs/heads/swarm/t/best", base, base)  # stale expectation
+    assert gitops.resolve(r, "swarm/t/best") == c1
+    assert gitops.resolve(r, "nope") is None
+
+
+def test_worktree_create_sync_commit_and_repair(repo):
+    r = gitops.open_repo(repo)
+    base = gitops.head_commit(r)
+    path = repo / ".swarm" / "t" / "worktrees" / "w0"
+    gitops.ensure_worktree(r, path, "swarm/t/w0", base)
+    wt = gitops.open_repo(path)
+    (path / "train.py").write_text("edited\n")
+    (path / "junk.txt").write_text("junk")
+    c = gitops.commit_all(wt, "edit")
+    assert gitops.file_at(r, c, "train.py") == "edited\n"  # shared object store
+    gitops.sync(wt, "swarm/t/w0", base)
+    assert not (path / "junk.txt").exists() and gitops.changed_paths(wt) == []
+    # a killed worker leaves a stale lock; a deleted worktree dir is re-created
+    lock = gitops.common_dir(r) / "worktrees" / "w0" / "index.lock"
+    lock.write_text("")
+    gitops.ensure_worktree(r, path, "swarm/t/w0", base)
+    assert not lock.exists()
+    import shutil
+
+    shutil.rmtree(path)
+    gitops.ensure_worktree(r, path, "swarm/t/w0", base)
+    assert (path / "train.py").exists() and gitops.head_commit(gitops.open_repo(path)) == base
+    gitops.fsck(r)
+
+
+def test_bundle_round_trip_into_a_fresh_repo(repo, tmp_path):
+    r = gitops.open_repo(repo)
+    base = gitops.head_commit(r)
+    clone = gitops.ensure_clone_dir(tmp_path / "clone")
+    sha = gitops.fetch_bundle(clone, gitops.create_bundle(r, base), "refs/swarm/t/incoming")
+    assert sha == base
+    gitops.sync(clone, "swarm/t/w0", base)
+    (tmp_path / "clone" / "train.py").write_text("remote edit\n")
+    c = gitops.commit_all(clone, "remote")
+    thin = gitops.create_bundle(clone, c, exclude=[base])
+    assert len(thin) < len(gitops.create_bundle(clone, c))
+    assert gitops.fetch_bundle(r, thin, "refs/swarm/t/exp/1") == c
+    assert gitops.file_at(r, c, "train.py") == "remote edit\n"
+    assert not [ref for ref in git(repo, "for-each-ref", "--format=%(refname)").split() if "swarm-bundle" in ref]
+    gitops.fsck(r)
+
+
+def test_merge3_combines_or_reports_conflict(repo):
+    r = gitops.open_repo(repo)
+    base = gitops.head_commit(r)
+    a = commit_change(repo, "X = 0.0", "X = 3.0")
+    git(repo, "checkout", "-q", base)
+    b = commit_change(repo, "Y = 0.0", "Y = -1.0")
+    git(repo, "checkout", "-q", base)
+    c = commit_change(repo, "X = 0.0", "X = 1.0")
+    merged = gitops.merge3(r, base, a, b, ["train.py"])
+    assert "X = 3.0" in merged["train.py"] and "Y = -1.0" in merged["train.py"]
+    assert merged["train.py"].endswith("\n")
+    assert gitops.merge3(r, base, a, c, ["train.py"]) is None
