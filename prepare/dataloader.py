@@ -3,9 +3,12 @@
 Each row holds T+1 tokens (x = row[:-1], y = row[1:]). Documents are tokenized with BOS in front
 and kept in a buffer sorted by length; a row is filled by repeatedly taking the longest buffered
 document that fits in what is left of the row. Only when none fits is a document cropped (the
-shortest one) to fill the row exactly; the rest of a cropped document goes back into the buffer
-as a new document with BOS in front, so no text is thrown away and long files are fully used
-(the reference drops it; stdlib files are mostly longer than a cpu-profile row). So every row starts with BOS, there is no padding, and every position is a real token.
+one longest in the buffer, so no document starves) to fill the row exactly; the rest of a cropped
+document goes back into the buffer as a new document with BOS in front, so no text is thrown away
+and long files are fully used (the reference drops it; stdlib files are mostly longer than a
+cpu-profile row). So every row starts with BOS, there is no padding, and every position is a
+real token. The epoch reported is the pass over the data that the newest buffered document came
+from (the buffer reads at most ~1/10 of an epoch ahead).
 
 A background thread reads parquet row groups, tokenizes them (tiktoken, several threads) and
 packs rows, keeping a few batches ahead; the consumer only copies (pinned + non_blocking on
@@ -38,7 +41,7 @@ class _Stopped(Exception):
     """The consumer went away (or the interpreter is exiting): the producer thread ends."""
 
 
-def _doc_stream(files, loop: bool) -> Iterator[tuple[list[str], int]]:
+def _doc_stream(files, loop: bool, chunk: int = READ_DOCS) -> Iterator[tuple[list[str], int]]:
     """(texts, epoch) chunks over the shards, row group by row group; epoch counts from 1."""
     import pyarrow.parquet as pq
 
@@ -58,9 +61,9 @@ def _doc_stream(files, loop: bool) -> Iterator[tuple[list[str], int]]:
                 except Exception as exc:  # noqa: BLE001
                     raise DataError(f"data shard {f} is unreadable at row group {g} ({type(exc).__name__})") from None
                 col = [t for t in col if t]
-                for i in range(0, len(col), READ_DOCS):
+                for i in range(0, len(col), chunk):
                     yielded = True
-                    yield col[i : i + READ_DOCS], epoch
+                    yield col[i : i + chunk], epoch
         if not yielded:
             raise DataError(f"data shards {[str(f) for f in files]} contain no documents")
         if not loop:
@@ -68,17 +71,35 @@ def _doc_stream(files, loop: bool) -> Iterator[tuple[list[str], int]]:
         epoch += 1
 
 
+def _count_docs(files) -> int:
+    """Rows in the shards, from parquet metadata (cheap); unreadable shards count as 0 here."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in files:
+        try:
+            total += pq.ParquetFile(f).metadata.num_rows
+        except Exception:  # noqa: BLE001 - the reader names the bad shard
+            pass
+    return total
+
+
 class _Packer:
     """Best-fit packing over a length-sorted buffer of token arrays (BOS implicit in front)."""
 
-    def __init__(self, tokenizer, files, loop: bool, threads: int):
+    def __init__(self, tokenizer, files, loop: bool, threads: int, capacity: int | None = None):
         self.tok = tokenizer
         self.bos = tokenizer.get_bos_token_id()
-        self.stream = _doc_stream(files, loop)
         self.threads = threads
         self.lengths: list[int] = []  # sorted ascending; a document's length counts its BOS
         self.docs: list[np.ndarray] = []  # parallel to lengths: the tokens after the BOS
-        self.epoch = 1  # the epoch of the newest document read (the buffer reads ahead)
+        self.seqs: list[int] = []  # parallel to lengths: arrival order (the oldest is cropped first)
+        self.next_seq = 0
+        self.exhausted = False
+        self.epoch = 1  # the pass over the data that the newest buffered document came from
+        # read at most ~1/10 of an epoch ahead, so that a small corpus reports honest epochs
+        self.capacity = capacity or max(1, min(BUFFER_DOCS, _count_docs(files) // 10))
+        self.stream = _doc_stream(files, loop, chunk=min(READ_DOCS, self.capacity))
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -86,10 +107,20 @@ class _Packer:
         k = bisect.bisect_right(self.lengths, len(arr) + 1)
         self.lengths.insert(k, len(arr) + 1)
         self.docs.insert(k, arr)
+        self.seqs.insert(k, self.next_seq)
+        self.next_seq += 1
+
+    def _pop(self, k: int) -> tuple[np.ndarray, int]:
+        self.seqs.pop(k)
+        return self.docs.pop(k), self.lengths.pop(k)
 
     def _refill(self) -> None:
-        while len(self.docs) < BUFFER_DOCS:
-            texts, self.epoch = next(self.stream)
+        while len(self.docs) < self.capacity and not self.exhausted:
+            try:
+                texts, self.epoch = next(self.stream)
+            except StopIteration:  # only without looping: pack what is left, then stop
+                self.exhausted = True
+                break
             for ids in self.tok.encode(texts, num_threads=self.threads):
                 if ids:
                     self._add(np.asarray(ids, dtype=np.int32))
@@ -103,19 +134,19 @@ class _Packer:
             row = rows[r]
             pos = 0
             while pos < width:
-                if len(self.docs) < BUFFER_DOCS:
+                if len(self.docs) < self.capacity:
                     self._refill()
+                    if not self.docs:
+                        raise StopIteration
                 room = width - pos
                 k = bisect.bisect_right(self.lengths, room) - 1
                 if k >= 0:  # the longest document that fits
-                    doc = self.docs.pop(k)
-                    n = self.lengths.pop(k)
+                    doc, n = self._pop(k)
                     row[pos] = bos
                     row[pos + 1 : pos + n] = doc
                     pos += n
-                else:  # nothing fits: crop the shortest, its rest goes back as a new document
-                    doc = self.docs.pop(0)
-                    self.lengths.pop(0)
+                else:  # nothing fits: crop the oldest, its rest goes back as a new document
+                    doc, _ = self._pop(self.seqs.index(min(self.seqs)))
                     row[pos] = bos
                     row[pos + 1 :] = doc[: room - 1]
                     if len(doc) > room - 1:
