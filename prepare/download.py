@@ -140,6 +140,8 @@ def _download_all(url, directory, names, workers, retries, backoff, timeout, pro
         futures = {pool.submit(_fetch, f"{url}/{n}", directory / n, timeout, retries, backoff, on_bytes): n
                    for n in names}
         for fut in as_completed(futures):
+            if fut.cancelled():
+                continue
             exc = fut.exception()
             if exc is not None:
                 errors.append(exc)
