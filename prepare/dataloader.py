@@ -197,15 +197,19 @@ def _put(out: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
-def make_dataloader(tokenizer, B: int, T: int, split: str, device="cpu", threads: int = 4,
+def make_dataloader(tokenizer, B: int, T: int, split: str, device="cpu", threads: int | None = None,
                     files=None) -> Iterator[tuple["torch.Tensor", "torch.Tensor", int]]:  # noqa: F821
     """Yield (x, y, epoch) forever: x, y int64 [B, T] on `device`, y = x shifted left by one.
 
     The data is the tokenizer's source (`tokenizer.source`, prepared by ensure_prepared);
-    `files` overrides the shard list (tests, benchmarks).
+    `files` overrides the shard list (tests, benchmarks); `threads` tokenizer threads (default:
+    min(8, CPU cores)).
     """
+    import os
+
     import torch
 
+    threads = threads or min(8, os.cpu_count() or 1)
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if B < 1 or T < 1:
