@@ -10,6 +10,7 @@ enumeration (prepare/sources.py), BPE training (prepare/tokenizer.py).
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,11 +77,24 @@ def data_files(source: str | None = None, profile=None, home=None) -> PreparedPa
     return paths
 
 
-def _is_done(src, paths: PreparedPaths, opts: dict) -> bool:
+DATA_ID_FILE = "data_id.txt"  # in the tokenizer directory: the manifest id it was trained on
+
+
+def _tokenizer_current(paths: PreparedPaths, manifest: dict | None) -> bool:
+    """The tokenizer exists and was trained on the data the manifest describes now."""
     from prepare.tokenizer import tokenizer_files_exist
 
-    manifest = sources.read_manifest(paths.data_dir)
     if not manifest or not tokenizer_files_exist(paths.tokenizer_dir):
+        return False
+    try:
+        return (paths.tokenizer_dir / DATA_ID_FILE).read_text().strip() == manifest.get("id", "")
+    except FileNotFoundError:
+        return False
+
+
+def _is_done(src, paths: PreparedPaths, opts: dict) -> bool:
+    manifest = sources.read_manifest(paths.data_dir)
+    if not _tokenizer_current(paths, manifest):
         return False
     if not all(f.is_file() for f in (*paths.train_files, paths.val_file)):
         return False
@@ -137,7 +151,9 @@ def _prepare_data(src, paths: PreparedPaths, progress: bool, opts: dict, stats: 
         _say(progress, f"downloading {n} climbmix training shards + 1 validation shard to {paths.data_dir}")
         result = download.download_climbmix(paths.data_dir, num_shards=n, progress=progress, **dl_opts)
         paths.data_dir.mkdir(parents=True, exist_ok=True)
-        sources.write_manifest(paths.data_dir, {"source": "climbmix", **result})
+        # more shards of the same data keep the id: the tokenizer stays valid
+        data_id = (manifest or {}).get("id") or uuid.uuid4().hex
+        sources.write_manifest(paths.data_dir, {"source": "climbmix", "id": data_id, **result})
         stats.update(downloaded=result.get("downloaded", 0))
         return
     if src.kind == "local":
@@ -152,7 +168,7 @@ def _prepare_data(src, paths: PreparedPaths, progress: bool, opts: dict, stats: 
         docs = sources.stdlib_docs()
     _say(progress, f"materialising source {src.spec} into {paths.data_dir}")
     info = sources.materialise(docs, paths.data_dir, max_chars=opts.get("max_chars"))
-    info.update(source=src.spec)
+    info.update(source=src.spec, id=uuid.uuid4().hex)
     if fingerprint is not None:
         info["fingerprint"] = fingerprint
     sources.write_manifest(paths.data_dir, info)
@@ -181,7 +197,8 @@ def iter_texts(files, doc_chars: int | None = None):
 def _prepare_tokenizer(paths: PreparedPaths, prof: Profile, progress: bool, stats: dict) -> None:
     from prepare import tokenizer as tk
 
-    if tk.tokenizer_files_exist(paths.tokenizer_dir):
+    manifest = sources.read_manifest(paths.data_dir)
+    if _tokenizer_current(paths, manifest):
         return
     max_chars = tk.train_max_chars(prof.name)
     _say(progress, f"training a {prof.vocab_size}-token BPE tokenizer on up to {max_chars:,} chars of "
@@ -193,6 +210,7 @@ def _prepare_tokenizer(paths: PreparedPaths, prof: Profile, progress: bool, stat
             break
     info = tk.train_tokenizer(iter_texts(paths.train_files), prof.vocab_size, paths.tokenizer_dir,
                               max_chars=max_chars, samples=samples)
+    (paths.tokenizer_dir / DATA_ID_FILE).write_text(manifest.get("id", "") + "\n")
     stats.update(tokenizer_seconds=info["seconds"], tokenizer_chars=info["train_chars"])
     # compression on the val samples: bytes per token
     tok = tk.Tokenizer.from_directory(paths.tokenizer_dir)

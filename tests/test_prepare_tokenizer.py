@@ -122,3 +122,15 @@ def test_concurrent_prepares_do_not_collide(tmp_path, monkeypatch):
     assert not errors
     assert sum(1 for r in results if r.stats) == 1  # exactly one did the work
     assert Tokenizer.load(f"local:{corpus}", TEST_PROFILE).get_vocab_size() == 512
+
+
+def test_changed_local_corpus_re_prepares_data_and_tokenizer(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORESEARCH_HOME", str(tmp_path / "home"))
+    texts = corpus_texts(max_chars=150_000)
+    corpus = write_txt_corpus(tmp_path / "corpus", texts)
+    first = ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False)
+    (corpus / "extra.txt").write_text("a brand new document " * 50)
+    second = ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False)
+    assert second.stats["docs"] == first.stats["docs"] + 1
+    assert "tokenizer_seconds" in second.stats  # retrained on the new data
+    assert ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False).stats == {}
