@@ -27,7 +27,7 @@ from swarm.errors import ConfigError, SwarmError
 from swarm.journal import EventType, Journal, read_events
 from swarm.records import ExperimentRecord, Kind, Status
 from swarm.state import RunState, replay
-from swarm.worker import WorkerResult, WorkerSpec, actor_class, kill_strays
+from swarm.worker import WorkerSpec, actor_class, kill_strays
 
 HISTORY_LIMIT = 200  # finished experiments sent to agents with each assignment
 
@@ -85,6 +85,8 @@ class Coordinator:
         t0 = time.monotonic()
         reason = "done"
         self._connect_ray()
+        import pyarrow.parquet  # noqa: F401 - imported once here, not inside the first timed export
+
         plan = self._open_run()
         try:
             self._start_workers(plan)
@@ -205,11 +207,16 @@ class Coordinator:
             if not self.inflight:
                 break
             ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
-            for ref in ready:
-                tick = time.perf_counter()
-                self._handle(ref)
-                self._fill_idle(stopping=reason != "done" or self.fatal is not None)
-                self.overheads.append(time.perf_counter() - tick)
+            if not ready:
+                continue
+            tick = time.perf_counter()
+            ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
+            outcomes = [self._collect(ref) for ref in ready]
+            for outcome in sorted(outcomes, key=lambda o: o[2]):  # completion order
+                self._handle(*outcome)
+            self._fill_idle(stopping=reason != "done" or self.fatal is not None)
+            self._export()  # once per batch, after the idle workers have their next experiment
+            self.overheads.extend([(time.perf_counter() - tick) / len(ready)] * len(ready))
         if self.fatal:
             return "error"
         limit = self.config.max_experiments
@@ -259,19 +266,27 @@ class Coordinator:
         self.inflight[slot.actor.run.remote(a, bundle)] = slot
         slot.synced = parent
 
-    def _handle(self, ref) -> None:
+    def _collect(self, ref) -> tuple[Slot, Assignment, float, Any]:
+        """(slot, assignment, finish time, WorkerResult or the Ray error) of a ready result."""
         import ray
 
         slot = self.inflight.pop(ref)
         a, slot.busy = slot.busy, None
         try:
-            result: WorkerResult = ray.get(ref)
-        except ray.exceptions.RayActorError as exc:
-            self._record(unfinished_record(a, Status.CRASH, f"worker actor died: {_short(exc)}", time.time()))
+            result = ray.get(ref)
+            return slot, a, result.record.finished_at, result
+        except ray.exceptions.RayError as exc:
+            return slot, a, time.time(), exc
+
+    def _handle(self, slot: Slot, a: Assignment, _finished: float, result: Any) -> None:
+        import ray
+
+        if isinstance(result, ray.exceptions.RayActorError):
+            self._record(unfinished_record(a, Status.CRASH, f"worker actor died: {_short(result)}", time.time()))
             self._spawn(slot)  # new actor, same (repaired) worktree; setup runs before its next task
             return
-        except ray.exceptions.RayError as exc:
-            self._record(unfinished_record(a, Status.CRASH, f"worker error: {_short(exc)}", time.time()))
+        if isinstance(result, BaseException):
+            self._record(unfinished_record(a, Status.CRASH, f"worker error: {_short(result)}", time.time()))
             slot.synced = None
             return
         record = result.record
@@ -297,7 +312,6 @@ class Coordinator:
             self._maybe_finish_wave()
         if d.promote:
             self._promote(record, best_before, d.combine)
-        self._export()
         self._progress(s.records[record.exp_id], best_before)
 
     def _maybe_finish_wave(self) -> None:

@@ -164,8 +164,8 @@ def changed_paths(wt: git.Repo) -> list[str]:
 def commit_all(wt: git.Repo, message: str) -> str:
     """Stage every change of the checkout and commit it; returns the new sha."""
     _git(wt, "add", "--all")
-    _git(wt, "commit", "--no-verify", "--allow-empty", "-m", message, env=COMMIT_ENV)
-    return head_commit(wt)
+    _git(wt, "commit", "--quiet", "--no-verify", "--allow-empty", "-m", message, env=COMMIT_ENV)
+    return wt.head.commit.hexsha
 
 
 def file_at(repo: git.Repo, commit: str, path: str) -> str | None:
