@@ -273,3 +273,38 @@ def test_cli_errors_are_one_line(cluster, tmp_path, capsys):
     (repo / "train.py").write_text((repo / "train.py").read_text() + "\n# dirty\n")
     assert main(["run", "--repo", str(repo), "--task", str(tmp_path / "t.toml"), "--agents", HILL]) == 2
     assert "uncommitted changes in train.py" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_trainer_swarm_with_builtin_agent(cluster, tmp_path):
+    """The README's main job in miniature: 2 workers, the real GPT trainer (cpu profile, stdlib
+    corpus), the built-in agent, 4 experiments."""
+    import shutil
+
+    for needed in ("trainer/train.py", "prepare/core.py", "swarm/agents/builtin.py"):
+        if not (ROOT / needed).exists():
+            pytest.skip(f"{needed} is not there yet")
+    from swarm.task import gpt_task
+
+    repo = tmp_path / "gpt"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("prepare", "trainer"):
+        shutil.copytree(ROOT / name, repo / name, ignore=ignore)
+    shutil.copy(ROOT / "program.md", repo / "program.md")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "gpt task")
+    cfg = SwarmConfig(repo=repo, tag="gpt", task=gpt_task("cpu"), agents=(parse_agent_spec("builtin"),),
+                      workers=2, max_experiments=4, profile="cpu", source="stdlib", prepare_data=True)
+    lines: list[str] = []
+    summary = Coordinator(cfg, out=lines.append).run()
+    print("\n".join(lines))
+    check_invariants(repo, "gpt")
+    s = records(repo, "gpt")
+    assert len(s.records) == 4 and summary.reason == "max_experiments"
+    baselines = [r for r in s.records.values() if r.kind == Kind.BASELINE]
+    assert all(r.status == Status.KEEP and 0 < r.metric < 20 for r in baselines), [r.error for r in baselines]
+    assert s.best is not None and s.best.metric <= s.baseline_metric
+    proposals = [r for r in s.records.values() if r.kind != Kind.BASELINE]
+    assert all(r.agent == "builtin" and r.commit != r.parent for r in proposals)
+    assert all(r.status != Status.INVALID for r in proposals), [r.error for r in proposals]
