@@ -21,7 +21,8 @@ from typing import Any, Callable
 from swarm import exports, gitops
 from swarm.config import SwarmConfig, plan_workers
 from swarm.decisions import (
-    Assignment, Best, SchedulerView, baseline_stats, decide, experiment_seed, next_kind, unfinished_record,
+    Assignment, Best, SchedulerView, baseline_stats, decide, experiment_seed, improves, next_kind,
+    unfinished_record,
 )
 from swarm.errors import ConfigError, SwarmError
 from swarm.journal import EventType, Journal, read_events
@@ -115,6 +116,8 @@ class Coordinator:
 
         if ray.is_initialized():
             return
+        if self.config.address:
+            _check_reachable(self.config.address)
         try:
             if self.config.address:
                 ray.init(address=self.config.address, log_to_driver=False)
@@ -139,10 +142,11 @@ class Coordinator:
             self.state = replay(read_events(cfg.journal_path))
             plan = plan_workers(ray.cluster_resources(), cfg.workers or self.state.wave_size)
             self._log(EventType.RUN_RESUMED, config=cfg.to_dict())
+            if self.state.best is not None:  # the journal is the truth: undo a ref update it never recorded
+                gitops.update_ref(self.repo, self.best_ref, self.state.best.commit)
+            self._settle()
             for a in self.state.running():  # started, never finished: the previous coordinator died
                 self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
-            if self.state.best is not None:
-                gitops.update_ref(self.repo, self.best_ref, self.state.best.commit)  # the journal is the truth
             return plan
         if exists:
             raise ConfigError(f"a run tagged {cfg.tag!r} exists; continue it with --resume or pick another --tag")
@@ -302,9 +306,12 @@ class Coordinator:
 
     def _record(self, record: ExperimentRecord) -> None:
         """Journal one finished experiment, decide, advance the best, queue a combination."""
+        self._log(EventType.EXPERIMENT_FINISHED, record=record.to_dict())
+        self._decide(record)
+
+    def _decide(self, record: ExperimentRecord) -> None:
         s, task = self.state, self.config.task
         best_before = s.best
-        self._log(EventType.EXPERIMENT_FINISHED, record=record.to_dict())
         d = decide(record, best_before, task.direction, self.config.min_delta)
         self._log(EventType.DECISION, exp_id=record.exp_id, status=d.status.value, reason=d.reason,
                   best_metric=best_before.metric if best_before else None)
@@ -313,6 +320,21 @@ class Coordinator:
         if d.promote:
             self._promote(record, best_before, d.combine)
         self._progress(s.records[record.exp_id], best_before)
+
+    def _settle(self) -> None:
+        """Finish what a coordinator killed between two events left half-done (on resume)."""
+        s = self.state
+        for exp_id, record in sorted(s.verdicts.items()):
+            if exp_id not in s.records:  # finished but never decided
+                self._decide(record)
+        promoted = {b.exp_id for b in s.best_history}
+        for record in s.finished_records():  # decided keep but the best never advanced to it
+            if (record.kind != Kind.BASELINE and record.status == Status.KEEP and record.exp_id not in promoted
+                    and s.best is not None and record.metric is not None
+                    and improves(record.metric, s.best.metric, self.config.task.direction, self.config.min_delta)):
+                self._promote(record, s.best, combine=False)
+        if s.best is None and s.wave_size:
+            self._maybe_finish_wave()
 
     def _maybe_finish_wave(self) -> None:
         s = self.state
@@ -388,6 +410,22 @@ class Coordinator:
                 except Exception:  # noqa: BLE001
                     pass
                 kill_strays(self.config.tag, slot.spec.name)  # local node: tasks outliving their actor
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast with one line when a `host:port` Ray address does not answer (Ray itself retries
+    for minutes). `auto` and addresses without a port are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"Ray address {address} is unreachable ({exc.strerror or exc})") from None
 
 
 def _short(exc: BaseException) -> str:

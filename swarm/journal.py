@@ -43,13 +43,13 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock")
 
     def append(self, event: EventType | str, **body: Any) -> dict[str, Any]:
         """Write one event (with `event` and `t` added) durably; return it."""
         record = _finite({"event": EventType(event).value, "t": time.time(), **body})
         line = json.dumps(record, separators=(",", ":"), allow_nan=False, default=_json_default) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             with open(self.path, "ab+") as f:
                 _cut_torn_tail(f)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from pathlib import Path
 
 
@@ -108,16 +109,26 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from swarm.coordinator import Coordinator
 
+    import threading
+
     config = build_config(args)
+    stop = threading.Event()
 
-    def _sigterm(_signum, _frame):
-        raise KeyboardInterrupt
+    def _stop(_signum, _frame):
+        # First Ctrl-C / SIGTERM: stop between two results (never inside a journal write or a ref
+        # update); running experiments are recorded as interrupted. Second: stop right now.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("autoresearch: stopping; running experiments are recorded as interrupted (Ctrl-C again to force)",
+              file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     verb = "resuming" if config.resume else "starting"
     print(f"autoresearch: {verb} run {config.tag!r} in {config.run_dir} (task {config.task.name}, "
           f"agents {', '.join(a.name for a in config.agents)})", flush=True)
-    summary = Coordinator(config, out=lambda line: print(line, flush=True)).run()
+    summary = Coordinator(config, out=lambda line: print(line, flush=True), stop=stop).run()
     print(format_summary(summary, config.task.metric))
     return 130 if summary.reason == "interrupted" else 0
 
