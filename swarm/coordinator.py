@@ -24,13 +24,14 @@ from swarm.decisions import (
     Assignment, Best, SchedulerView, baseline_stats, decide, experiment_seed, improves, next_kind,
     unfinished_record,
 )
-from swarm.errors import ConfigError, SwarmError
+from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal, read_events
 from swarm.records import ExperimentRecord, Kind, Status
 from swarm.state import RunState, replay
 from swarm.worker import WorkerSpec, actor_class, kill_strays
 
 HISTORY_LIMIT = 200  # finished experiments sent to agents with each assignment
+MAX_WORKER_FAILURES = 3  # consecutive worker-side failures before a worker slot is retired
 
 
 @dataclass
@@ -45,6 +46,8 @@ class Slot:
     synced: str | None = None  # last commit sent to it as a bundle
     busy: Assignment | None = None
     info: dict = field(default_factory=dict)
+    failures: int = 0  # consecutive experiments lost to the worker itself (death, setup or git error)
+    retired: bool = False  # too many such failures in a row: no more assignments
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ class Coordinator:
 
     def _fill_idle(self, stopping: bool) -> None:
         for slot in self.slots:
-            if slot.busy is None:
+            if slot.busy is None and not slot.retired:
                 kind = next_kind(self._view(stopping))
                 if kind is None:
                     continue
@@ -265,10 +268,19 @@ class Coordinator:
         self._log(EventType.EXPERIMENT_STARTED, assignment=a.to_dict())
         bundle = None
         if slot.transport == "bundle" and slot.synced != parent:
-            bundle = gitops.create_bundle(self.repo, parent)
+            bundle = self._bundle_for(parent, slot.synced)
         slot.busy = a
         self.inflight[slot.actor.run.remote(a, bundle)] = slot
         slot.synced = parent
+
+    def _bundle_for(self, commit: str, worker_has: str | None) -> bytes:
+        """A bundle of `commit`, thin against what the worker already has when that works."""
+        if worker_has:
+            try:
+                return gitops.create_bundle(self.repo, commit, exclude=[worker_has])
+            except GitError:  # e.g. nothing new relative to it: send the whole history
+                pass
+        return gitops.create_bundle(self.repo, commit)
 
     def _collect(self, ref) -> tuple[Slot, Assignment, float, Any]:
         """(slot, assignment, finish time, WorkerResult or the Ray error) of a ready result."""
@@ -285,14 +297,23 @@ class Coordinator:
     def _handle(self, slot: Slot, a: Assignment, _finished: float, result: Any) -> None:
         import ray
 
-        if isinstance(result, ray.exceptions.RayActorError):
-            self._record(unfinished_record(a, Status.CRASH, f"worker actor died: {_short(result)}", time.time()))
-            self._spawn(slot)  # new actor, same (repaired) worktree; setup runs before its next task
-            return
         if isinstance(result, BaseException):
-            self._record(unfinished_record(a, Status.CRASH, f"worker error: {_short(result)}", time.time()))
-            slot.synced = None
+            died = isinstance(result, ray.exceptions.RayActorError)
+            what = "worker actor died" if died else "worker error"
+            self._record(unfinished_record(a, Status.CRASH, f"{what}: {_short(result)}", time.time()))
+            slot.failures += 1
+            if slot.failures >= MAX_WORKER_FAILURES:
+                slot.retired = True
+                self._log(EventType.NOTE, text=f"{slot.spec.name} retired after {slot.failures} worker failures "
+                          f"in a row (last: {_short(result)})")
+                if all(other.retired for other in self.slots):
+                    self.fatal = f"every worker failed {MAX_WORKER_FAILURES} times in a row (last: {_short(result)})"
+            elif died:
+                self._spawn(slot)  # new actor, same (repaired) worktree; setup runs before its next task
+            else:
+                slot.synced = None
             return
+        slot.failures = 0
         record = result.record
         if record.commit and record.commit != a.parent:
             exp_ref = f"refs/swarm/{self.config.tag}/exp/{record.exp_id}"
