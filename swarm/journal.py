@@ -32,7 +32,7 @@ class EventType(str, Enum):
     EXPERIMENT_FINISHED = "experiment_finished"  # record (ExperimentRecord.to_dict(), worker verdict)
     DECISION = "decision"  # exp_id, status (final), reason, best_metric (the best it was judged against)
     BASELINE_MEASURED = "baseline_measured"  # commit, metric (median), noise (max-min), exp_ids
-    BEST_ADVANCED = "best_advanced"  # commit, metric, exp_id (None for the baseline), previous
+    BEST_ADVANCED = "best_advanced"  # commit, metric, exp_id (None: baseline), previous_commit, previous_metric
     COMBINATION_QUEUED = "combination_queued"  # combo_id, parent, parent_metric, files, description, sources
     COMBINATION_SKIPPED = "combination_skipped"  # exp_id, reason
     NOTE = "note"  # text

@@ -21,24 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mutable file, trains, and the coordinator keeps real improvements on swarm/<tag>/best. Stops at "
         "--max-experiments, --hours or Ctrl-C (running experiments are recorded as interrupted). The run "
         "lives in .swarm/<tag>/ of the repository: journal.jsonl, results.tsv, results.parquet, logs/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--repo", help="task repository (default: the git checkout containing the current directory)")
     p.add_argument("--tag", help="run name; branches are swarm/<tag>/... (default: today's date, e.g. nov21; "
                    "with --resume: the most recent run)")
     p.add_argument("--resume", action="store_true", help="continue a stopped or crashed run (same best, same results)")
-    p.add_argument("--workers", type=int, help="number of workers (default: one per GPU; on a CPU-only cluster "
+    p.add_argument("--workers", type=int, metavar="N", help="number of workers (default: one per GPU; on a CPU-only cluster "
                    "min(cores, 4))")
-    p.add_argument("--agents", help="comma-separated agent specs cycled over workers: builtin, a litellm model "
+    p.add_argument("--agents", metavar="SPECS", help="comma-separated agent specs cycled over workers: builtin, a litellm model "
                    "such as openai/gpt-5, cmd:<coding CLI>, py:module:Class (default: builtin)")
     p.add_argument("--task", metavar="FILE", help="task TOML file ([task] table); default: the GPT trainer")
     p.add_argument("--profile", choices=["gpu", "cpu"], help="GPT task profile (default: gpu with CUDA, else cpu)")
     p.add_argument("--source", help="GPT task data source: climbmix, stdlib or local:PATH (default per profile)")
-    p.add_argument("--max-experiments", type=int, help="stop after this many experiments in total (baselines count)")
-    p.add_argument("--hours", type=float, help="stop starting experiments after this many hours")
-    p.add_argument("--min-delta", type=float, help="an improvement must beat the best by more than this (default 0)")
-    p.add_argument("--address", help="Ray cluster address to join (e.g. auto, or ray://host:10001)")
-    p.add_argument("--seed", type=int, help="seed for the agents (default 0)")
+    p.add_argument("--max-experiments", type=int, metavar="N", help="stop after this many experiments in total (baselines count)")
+    p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after this many hours")
+    p.add_argument("--min-delta", type=float, metavar="D", help="an improvement must beat the best by more than this (default 0)")
+    p.add_argument("--address", help="Ray cluster to join: auto (the one `ray start` or `ray up` started here) or HOST:6379; "
+                   "default: start a local cluster")
+    p.add_argument("--seed", type=int, metavar="S", help="seed for the agents (default 0)")
     p.add_argument("--transport", choices=["auto", "worktree", "bundle"], help="how code reaches workers: git "
                    "worktrees on the coordinator's node, git bundles elsewhere (auto), or bundles always")
     p.add_argument("--quiet", action="store_true", help="no per-experiment lines, only the final summary")
