@@ -1,0 +1,538 @@
+"""Train a small GPT for a fixed wall-clock budget and print its validation bits per byte.
+
+This is the one file the research agents edit. It reads top to bottom: hyperparameters, model,
+optimizer, setup, training loop, evaluation, summary. The rules of the game (sequence length,
+time budget, data, tokenizer, the evaluation itself) live in `prepare` and are not editable.
+Run from the repository root: `python -m trainer.train`.
+"""
+
+import gc
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from prepare import EVAL_TOKENS, MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters (gpu profile; the cpu profile overrides some just below)
+# ---------------------------------------------------------------------------------------------
+
+# model shape
+DEPTH = 8  # number of transformer blocks
+ASPECT_RATIO = 64  # model width = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM
+HEAD_DIM = 128  # channels per attention head
+N_KV_HEAD = 4  # key/value heads (grouped-query attention); the largest divisor of the query heads not above this is used
+WINDOW_PATTERN = "SSSL"  # per-layer attention span, repeated over the layers: S = short window, L = full context; the last layer is always L
+SHORT_WINDOW = 1024  # tokens an "S" layer attends to (itself included)
+LOGIT_SOFTCAP = 15.0  # logits = c * tanh(logits / c)
+ROPE_BASE = 10000.0  # rotary embedding base frequency
+X0_INIT = 0.1  # initial weight of the input embedding x0 mixed back in before every block
+
+# batch
+TOTAL_BATCH_SIZE = 2**19  # tokens per optimizer step (gradient accumulation fills it up)
+DEVICE_BATCH_SIZE = 128  # sequences per forward/backward pass
+
+# optimizer: AdamW for embeddings, lm head and scalars; Muon for the 2-D matrices of the blocks
+EMBEDDING_LR = 0.6  # token and value embeddings (AdamW)
+UNEMBEDDING_LR = 0.004  # lm head (AdamW)
+MATRIX_LR = 0.04  # transformer matrices (Muon)
+SCALAR_LR = 0.5  # per-layer residual and x0 scalars (AdamW)
+ADAM_BETAS = (0.8, 0.95)  # AdamW beta1, beta2
+WEIGHT_DECAY = 0.2  # cautious weight decay of the Muon matrices (AdamW groups use none)
+MUON_MOMENTUM = 0.95  # Nesterov momentum of Muon after its warmup
+MUON_MOMENTUM_START = 0.85  # ... and at step 0
+MUON_MOMENTUM_WARMUP_STEPS = 300  # steps of linear momentum warmup
+MUON_BETA2 = 0.95  # decay of NorMuon's per-neuron second moment
+
+# learning-rate schedule, by progress = training time / TIME_BUDGET
+WARMUP_RATIO = 0.0  # fraction of the budget spent ramping the lr up from 0
+WARMDOWN_RATIO = 0.5  # fraction of the budget at the end spent decaying the lr linearly ...
+FINAL_LR_FRAC = 0.0  # ... down to this fraction of the peak
+
+if PROFILE == "cpu":  # 2 cores, 20 s: a small, fast model and small batches, so that it takes ~100 steps
+    DEPTH = 4
+    ASPECT_RATIO = 16
+    HEAD_DIM = 32
+    N_KV_HEAD = 1
+    SHORT_WINDOW = 128
+    TOTAL_BATCH_SIZE = 2**12
+    DEVICE_BATCH_SIZE = 16
+    MATRIX_LR = 0.08
+    UNEMBEDDING_LR = 0.008
+    MUON_MOMENTUM_WARMUP_STEPS = 20
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    seq_len: int
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_kv_head: int
+    head_dim: int
+    windows: tuple  # attention span of each layer, in tokens
+    backend: str  # "fa3", "flex" or "sdpa"
+
+
+def norm(x):
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def apply_rotary(x, cos, sin):
+    # x: (B, T, H, D); rotate the two halves of each head as pairs
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+_mask_cache = {}  # (backend, window, T, device) -> attention mask
+
+
+def sliding_window_mask(backend, window, T, device):
+    key = (backend, window, T, str(device))
+    if key not in _mask_cache:
+        if backend == "flex":
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            def window_mod(b, h, q_idx, kv_idx):
+                return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
+
+            _mask_cache[key] = create_block_mask(window_mod, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+        else:
+            i = torch.arange(T, device=device)
+            diff = i[:, None] - i[None, :]
+            _mask_cache[key] = (diff >= 0) & (diff < window)  # True = may attend
+    return _mask_cache[key]
+
+
+def attention(q, k, v, window, backend):
+    # q: (B, T, H, D); k, v: (B, T, Hkv, D). Causal, limited to the last `window` tokens.
+    T = q.size(1)
+    if backend == "fa3":
+        left = -1 if window >= T else window - 1
+        y = fa3.flash_attn_func(q, k, v, causal=True, window_size=(left, 0))
+        return y[0] if isinstance(y, tuple) else y
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if backend == "flex":
+        y = flex_attention(q, k, v, block_mask=sliding_window_mask("flex", min(window, T), T, q.device), enable_gqa=True)
+    elif window >= T:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    else:
+        mask = sliding_window_mask("sdpa", window, T, q.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return y.transpose(1, 2)
+
+
+def has_value_embedding(layer, n_layer):
+    return layer % 2 == (n_layer - 1) % 2  # alternating layers, the last one included
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.window, self.backend = config.windows[layer], config.backend
+        self.c_q = nn.Linear(config.n_embd, config.n_head * config.head_dim, bias=False)
+        self.c_k = nn.Linear(config.n_embd, config.n_kv_head * config.head_dim, bias=False)
+        self.c_v = nn.Linear(config.n_embd, config.n_kv_head * config.head_dim, bias=False)
+        self.c_proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=False)
+        # input-dependent gate (one per kv head) mixing the value embedding into the values
+        self.ve_gate_channels = min(32, config.n_embd)
+        self.ve_gate = nn.Linear(self.ve_gate_channels, config.n_kv_head, bias=False) if has_value_embedding(layer, config.n_layer) else None
+
+    def forward(self, x, ve, cos, sin):
+        B, T, _ = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        if ve is not None:
+            gate = 2 * torch.sigmoid(self.ve_gate(x[..., : self.ve_gate_channels]))  # (B, T, Hkv), 1 at init
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim)
+        dtype = q.dtype  # bf16 under autocast
+        q, k = apply_rotary(norm(q), cos, sin), apply_rotary(norm(k), cos, sin)  # QK-norm, then rotary
+        y = attention(q.to(dtype), k.to(dtype), v.to(dtype), self.window, self.backend)
+        return self.c_proj(y.reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())  # ReLU^2
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer)
+        self.mlp = MLP(config)
+
+    def forward(self, x, ve, cos, sin):
+        x = x + self.attn(norm(x), ve, cos, sin)
+        x = x + self.mlp(norm(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        kv_dim = config.n_kv_head * config.head_dim
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.value_embeds = nn.ModuleDict(
+            {str(i): nn.Embedding(config.vocab_size, kv_dim) for i in range(config.n_layer) if has_value_embedding(i, config.n_layer)}
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # untied from wte
+        self.resid_lambdas = nn.Parameter(torch.empty(config.n_layer))  # x = r_i * x + a_i * x0 before block i
+        self.x0_lambdas = nn.Parameter(torch.empty(config.n_layer))
+        self.register_buffer("cos", torch.empty(1, 2 * config.seq_len, 1, config.head_dim // 2), persistent=False)
+        self.register_buffer("sin", torch.empty(1, 2 * config.seq_len, 1, config.head_dim // 2), persistent=False)
+
+    @torch.no_grad()
+    def init_weights(self):
+        # rotary tables, with room for sequences longer than training's
+        c, device = self.config, self.cos.device
+        inv_freq = 1.0 / ROPE_BASE ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32, device=device) / c.head_dim)
+        angles = torch.outer(torch.arange(2 * c.seq_len, dtype=torch.float32, device=device), inv_freq)
+        self.cos.copy_(angles.cos()[None, :, None, :])
+        self.sin.copy_(angles.sin()[None, :, None, :])
+        self.resid_lambdas.fill_(1.0)
+        self.x0_lambdas.fill_(X0_INIT)
+        nn.init.normal_(self.wte.weight, std=1.0)
+        nn.init.normal_(self.lm_head.weight, std=0.001)
+        for ve in self.value_embeds.values():
+            nn.init.normal_(ve.weight, std=1.0)
+        bound = 3**0.5 * self.config.n_embd**-0.5  # uniform with std 1/sqrt(fan_in)
+        for block in self.blocks:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                nn.init.uniform_(lin.weight, -bound, bound)
+            nn.init.zeros_(block.attn.c_proj.weight)  # every block starts as the identity
+            nn.init.zeros_(block.mlp.c_proj.weight)
+            if block.attn.ve_gate is not None:
+                nn.init.zeros_(block.attn.ve_gate.weight)
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        B, T = idx.shape
+        cos, sin = self.cos[:, :T], self.sin[:, :T]
+        x = x0 = norm(self.wte(idx))
+        for i, block in enumerate(self.blocks):
+            x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
+            x = block(x, ve, cos, sin)
+        logits = self.lm_head(norm(x)).float()
+        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1, reduction=reduction)
+        return loss.view(B, T) if reduction == "none" else loss
+
+    def flops_per_token(self):
+        # 6 flops per matmul weight per token (forward + backward); embedding lookups excluded
+        c = self.config
+        lookups = self.wte.weight.numel() + sum(e.weight.numel() for e in self.value_embeds.values())
+        matmul_params = sum(p.numel() for p in self.parameters()) - lookups - self.resid_lambdas.numel() - self.x0_lambdas.numel()
+        attn = 12 * c.n_head * c.head_dim * sum(min(w, c.seq_len) for w in c.windows)  # QK^T and AV, windowed
+        return 6 * matmul_params + attn
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer: MuonAdamW
+# ---------------------------------------------------------------------------------------------
+
+# Polar Express (Amsel et al., 2025): per-iteration coefficients (a, b, c) of the odd quintic
+# X <- a X + b (X X^T) X + c (X X^T)^2 X that drives every singular value of X towards 1.
+polar_express_coeffs = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
+def orthogonalize(G, dtype):
+    # G: (N, rows, cols), a stack of same-shape matrices -> nearest semi-orthogonal matrices
+    X = G.to(dtype)
+    tall = X.size(-2) > X.size(-1)
+    if tall:
+        X = X.mT  # iterate on the smaller Gram matrix
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.02 + 1e-6)  # spectral norm <= 1
+    for a, b, c in polar_express_coeffs:
+        A = X @ X.mT
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return (X.mT if tall else X).to(G.dtype)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """One optimizer, two update rules chosen per param group by group["kind"].
+
+    "adamw": AdamW (bias-corrected, decoupled weight decay).
+    "muon": all params of a group share one shape; Nesterov momentum, Polar Express
+    orthogonalisation, NorMuon per-neuron variance normalisation, cautious weight decay.
+    Every group's lr is group["initial_lr"] * group["lr_mult"]; the loop sets lr_mult.
+    """
+
+    def __init__(self, groups, muon_dtype=torch.float32):
+        super().__init__(groups, dict(lr_mult=1.0))
+        for g in self.param_groups:
+            g["initial_lr"] = g["lr"]
+        self.muon_dtype = muon_dtype
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            group["lr"] = group["initial_lr"] * group["lr_mult"]
+            if group["kind"] == "adamw":
+                self._adamw(group)
+            else:
+                self._muon(group)
+
+    def _adamw(self, group):
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            state["step"] += 1
+            state["exp_avg"].lerp_(p.grad, 1 - beta1)
+            state["exp_avg_sq"].lerp_(p.grad.square(), 1 - beta2)
+            denom = (state["exp_avg_sq"] / (1 - beta2 ** state["step"])).sqrt_().add_(group["eps"])
+            if group["weight_decay"]:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** state["step"]))
+
+    def _muon(self, group):
+        params = group["params"]
+        state = self.state[params[0]]  # the group's state lives with its first param
+        grads = torch.stack([p.grad for p in params])
+        if not state:
+            state["momentum_buffer"] = torch.zeros_like(grads)
+            state["second_moment"] = torch.zeros(grads.shape[:-1] + (1,), dtype=grads.dtype, device=grads.device)
+        buf = state["momentum_buffer"]
+        buf.lerp_(grads, 1 - group["momentum"])
+        update = orthogonalize(grads.lerp_(buf, group["momentum"]), self.muon_dtype)  # Nesterov
+        # NorMuon: normalise each output neuron (row) by its running RMS, keep the overall norm
+        v = state["second_moment"]
+        v.lerp_(update.square().mean(dim=-1, keepdim=True), 1 - group["beta2"])
+        norm_before = update.norm(dim=(-2, -1), keepdim=True)
+        update = update / (v.sqrt() + 1e-10)
+        update = update * (norm_before / (update.norm(dim=(-2, -1), keepdim=True) + 1e-10))
+        rows, cols = params[0].shape
+        lr = group["lr"] * max(1.0, rows / cols) ** 0.5
+        stacked = torch.stack(params)
+        agree = (update * stacked) > 0  # cautious: decay only where the update shrinks the weight anyway
+        stacked.sub_(lr * update + (lr * group["weight_decay"]) * stacked * agree)
+        torch._foreach_copy_(params, list(stacked.unbind(0)))
+
+
+def build_optimizer(model, muon_dtype):
+    dim_scale = (model.config.n_embd / 768) ** -0.5  # AdamW lrs were tuned at width 768
+    matrices = [p for p in model.blocks.parameters()]
+    assert all(p.ndim == 2 for p in matrices), "every block parameter is expected to be a matrix for Muon"
+    adam = dict(kind="adamw", betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0)
+    groups = [
+        dict(params=[model.wte.weight], lr=EMBEDDING_LR * dim_scale, **adam),
+        dict(params=[e.weight for e in model.value_embeds.values()], lr=EMBEDDING_LR * dim_scale, **adam),
+        dict(params=[model.lm_head.weight], lr=UNEMBEDDING_LR * dim_scale, **adam),
+        dict(params=[model.resid_lambdas, model.x0_lambdas], lr=SCALAR_LR, **adam),
+    ]
+    for shape in sorted({tuple(p.shape) for p in matrices}):
+        same = [p for p in matrices if tuple(p.shape) == shape]
+        groups.append(dict(kind="muon", params=same, lr=MATRIX_LR, momentum=MUON_MOMENTUM_START, beta2=MUON_BETA2, weight_decay=WEIGHT_DECAY))
+    return MuonAdamW([g for g in groups if g["params"]], muon_dtype=muon_dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------------------------
+
+t_start = time.time()
+torch.manual_seed(42)
+if os.environ.get("OMP_NUM_THREADS"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+if device.type == "cuda":
+    torch.cuda.manual_seed(42)
+    torch.set_float32_matmul_precision("high")
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+else:
+    from contextlib import nullcontext
+
+    autocast = nullcontext()  # float32 on CPU: bf16 autocast measured slower there
+
+fa3 = None
+backend = "sdpa"
+if device.type == "cuda":
+    backend = "flex"
+    if torch.cuda.get_device_capability()[0] == 9:  # Hopper: FlashAttention-3 when installed
+        try:
+            import flash_attn_interface as fa3
+
+            backend = "fa3"
+        except ImportError:
+            fa3 = None
+    if backend == "flex":
+        from torch.nn.attention.flex_attention import flex_attention
+
+tokenizer = Tokenizer.load()
+vocab_size = tokenizer.get_vocab_size()
+model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM  # round up to a multiple of HEAD_DIM
+n_head = model_dim // HEAD_DIM
+n_kv_head = max(d for d in range(1, min(N_KV_HEAD, n_head) + 1) if n_head % d == 0)
+pattern = WINDOW_PATTERN.upper()
+assert pattern and set(pattern) <= {"S", "L"}, f"WINDOW_PATTERN must be made of S and L, not {WINDOW_PATTERN!r}"
+windows = [SHORT_WINDOW if pattern[i % len(pattern)] == "S" else MAX_SEQ_LEN for i in range(DEPTH)]
+windows[-1] = MAX_SEQ_LEN
+config = GPTConfig(vocab_size, MAX_SEQ_LEN, DEPTH, model_dim, n_head, n_kv_head, HEAD_DIM, tuple(windows), backend)
+
+with torch.device("meta"):
+    model = GPT(config)
+model.to_empty(device=device)
+model.init_weights()
+num_params = sum(p.numel() for p in model.parameters())
+flops_per_token = model.flops_per_token()
+optimizer = build_optimizer(model, muon_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+if device.type == "cuda":
+    if backend == "flex":
+        for w in set(windows):  # build the block masks outside the compiled graph
+            sliding_window_mask("flex", w, MAX_SEQ_LEN, device)
+    model = torch.compile(model, dynamic=False)
+    orthogonalize = torch.compile(orthogonalize, dynamic=False)
+
+tokens_per_micro_step = DEVICE_BATCH_SIZE * MAX_SEQ_LEN
+assert TOTAL_BATCH_SIZE % tokens_per_micro_step == 0, (
+    f"TOTAL_BATCH_SIZE ({TOTAL_BATCH_SIZE}) must be a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN "
+    f"({DEVICE_BATCH_SIZE} * {MAX_SEQ_LEN} = {tokens_per_micro_step})"
+)
+grad_accum_steps = TOTAL_BATCH_SIZE // tokens_per_micro_step
+train_loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device)
+x, y, epoch = next(train_loader)
+
+print(f"profile {PROFILE} | device {device.type} | attention {backend} | vocab {vocab_size}")
+print(f"model: depth {DEPTH}, width {model_dim}, heads {n_head} (kv {n_kv_head}) x {HEAD_DIM}, windows {windows}")
+print(f"params {num_params / 1e6:.2f}M | batch {TOTAL_BATCH_SIZE} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}")
+
+
+def lr_multiplier(progress):
+    if progress < WARMUP_RATIO:
+        return (progress + 1e-8) / WARMUP_RATIO
+    if progress < 1.0 - WARMDOWN_RATIO:
+        return 1.0
+    frac = min(1.0, (1.0 - progress) / WARMDOWN_RATIO)
+    return FINAL_LR_FRAC + (1.0 - FINAL_LR_FRAC) * frac
+
+
+def muon_momentum(step):
+    frac = min(1.0, step / max(1, MUON_MOMENTUM_WARMUP_STEPS))
+    return (1 - frac) * MUON_MOMENTUM_START + frac * MUON_MOMENTUM
+
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop: TIME_BUDGET seconds of training, not counting the first (compile) steps
+# ---------------------------------------------------------------------------------------------
+
+untimed_steps = 10 if device.type == "cuda" else 2  # warm-up / compile steps kept off the clock
+max_loss = 3 * math.log(vocab_size)  # a loss above this (or NaN) means training diverged
+training_time = 0.0
+step = 0
+smooth_loss = 0.0
+next_log = 0.0
+while True:
+    sync()
+    t0 = time.time()
+    progress = min(training_time / TIME_BUDGET, 1.0)
+    lrm = lr_multiplier(progress)
+    for group in optimizer.param_groups:
+        group["lr_mult"] = lrm
+        if group["kind"] == "muon":
+            group["momentum"] = muon_momentum(step)
+    for _ in range(grad_accum_steps):
+        with autocast:
+            loss = model(x, y)
+        (loss / grad_accum_steps).backward()
+        x, y, epoch = next(train_loader)  # prefetch while the GPU works
+    optimizer.step()
+    model.zero_grad(set_to_none=True)
+    loss_value = loss.item()  # last micro-batch's loss; also waits for the step to finish
+    sync()
+    dt = time.time() - t0
+
+    if not math.isfinite(loss_value) or loss_value > max_loss:
+        print(f"FAIL: training diverged at step {step}: loss {loss_value} (limit {max_loss:.1f}); lower the learning rates")
+        sys.exit(1)
+
+    step += 1
+    if step > untimed_steps:
+        training_time += dt
+    smooth_loss = 0.9 * smooth_loss + 0.1 * loss_value
+    debiased = smooth_loss / (1 - 0.9**step)
+    if step == 1:
+        gc.collect()
+        gc.freeze()  # the objects alive now never need scanning again
+        gc.disable()  # a collection pause mid-run costs more than the garbage
+    elif step % 5000 == 0:
+        gc.collect()
+    progress = training_time / TIME_BUDGET
+    if step <= untimed_steps or progress >= next_log or progress >= 1.0:
+        next_log = progress + 0.1
+        tok_per_s = TOTAL_BATCH_SIZE / dt
+        remaining = max(0.0, TIME_BUDGET - training_time)
+        print(f"step {step:05d} | loss {debiased:.4f} | lrm {lrm:.2f} | {dt * 1000:.0f} ms | {tok_per_s:,.0f} tok/s | epoch {epoch} | remaining {remaining:.1f}s", flush=True)
+    if training_time >= TIME_BUDGET:
+        break
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and summary
+# ---------------------------------------------------------------------------------------------
+
+with autocast:
+    val_bpb = evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)
+
+timed_steps = max(1, step - untimed_steps)
+tokens_per_second = TOTAL_BATCH_SIZE * timed_steps / max(training_time, 1e-9)
+if device.type == "cuda":
+    peak_mem_mb = torch.cuda.max_memory_allocated() / 2**20
+    name = torch.cuda.get_device_name()
+    peak_table = [("H100 PCIe", 756e12), ("H100", 989.5e12), ("H200", 989.5e12), ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("4090", 165e12)]
+    peak_flops = next((f for key, f in peak_table if key in name), 989.5e12)  # unknown GPU: H100's peak
+    mfu = 100 * flops_per_token * tokens_per_second / peak_flops
+else:
+    peak_mem_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # CPU: peak resident memory
+    mfu = 0.0
+
+print("---")
+print(f"val_bpb:          {val_bpb:.6f}")
+print(f"training_seconds: {training_time:.1f}")
+print(f"total_seconds:    {time.time() - t_start:.1f}")
+print(f"peak_vram_mb:     {peak_mem_mb:.1f}")
+print(f"mfu_percent:      {mfu:.2f}")
+print(f"total_tokens_M:   {step * TOTAL_BATCH_SIZE / 1e6:.1f}")
+print(f"num_steps:        {step}")
+print(f"num_params_M:     {num_params / 1e6:.1f}")
+print(f"depth:            {DEPTH}")
