@@ -439,7 +439,7 @@ def lr_multiplier(progress):
         return (progress + 1e-8) / WARMUP_RATIO
     if progress < 1.0 - WARMDOWN_RATIO:
         return 1.0
-    frac = min(1.0, (1.0 - progress) / WARMDOWN_RATIO)
+    frac = min(1.0, (1.0 - progress) / max(WARMDOWN_RATIO, 1e-8))
     return FINAL_LR_FRAC + (1.0 - FINAL_LR_FRAC) * frac
 
 
