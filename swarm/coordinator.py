@@ -219,9 +219,9 @@ class Coordinator:
             tick = time.perf_counter()
             ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
             outcomes = [self._collect(ref) for ref in ready]
-            for outcome in sorted(outcomes, key=lambda o: o[2]):  # completion order
+            for outcome in sorted(outcomes, key=lambda o: o[1]):  # completion order, as if one by one
                 self._handle(*outcome)
-            self._fill_idle(stopping=reason != "done" or self.fatal is not None)
+                self._fill_idle(stopping=reason != "done" or self.fatal is not None)
             self._export()  # once per batch, after the idle workers have their next experiment
             self.overheads.extend([(time.perf_counter() - tick) / len(ready)] * len(ready))
         if self.fatal:
@@ -282,21 +282,25 @@ class Coordinator:
                 pass
         return gitops.create_bundle(self.repo, commit)
 
-    def _collect(self, ref) -> tuple[Slot, Assignment, float, Any]:
-        """(slot, assignment, finish time, WorkerResult or the Ray error) of a ready result."""
+    def _collect(self, ref) -> tuple[Slot, float, Any]:
+        """(slot, finish time, WorkerResult or the Ray error) of a ready result.
+
+        The slot stays busy until `_handle` records its result, so scheduling between two
+        results of one batch sees the others as still running.
+        """
         import ray
 
         slot = self.inflight.pop(ref)
-        a, slot.busy = slot.busy, None
         try:
             result = ray.get(ref)
-            return slot, a, result.record.finished_at, result
+            return slot, result.record.finished_at, result
         except ray.exceptions.RayError as exc:
-            return slot, a, time.time(), exc
+            return slot, time.time(), exc
 
-    def _handle(self, slot: Slot, a: Assignment, _finished: float, result: Any) -> None:
+    def _handle(self, slot: Slot, _finished: float, result: Any) -> None:
         import ray
 
+        a, slot.busy = slot.busy, None
         if isinstance(result, BaseException):
             died = isinstance(result, ray.exceptions.RayActorError)
             what = "worker actor died" if died else "worker error"
@@ -320,7 +324,7 @@ class Coordinator:
             if result.bundle is not None:
                 gitops.fetch_bundle(self.repo, result.bundle, exp_ref)
             else:
-                gitops.update_ref(self.repo, exp_ref, record.commit)
+                gitops.write_ref(self.repo, exp_ref, record.commit)
         self._record(record)
 
     # ---- recording and deciding -----------------------------------------------------------
@@ -411,14 +415,16 @@ class Coordinator:
 
     def _interrupt_running(self) -> None:
         """Record every running experiment as interrupted and stop its task."""
-        for ref, slot in list(self.inflight.items()):
+        self.inflight.clear()
+        for slot in self.slots:
             a, slot.busy = slot.busy, None
-            self.inflight.pop(ref)
+            if a is None:
+                continue
             try:
                 slot.actor.kill_task.remote()
             except Exception:  # noqa: BLE001 - the actor may be gone already
                 pass
-            if a is not None and a.exp_id not in self.state.verdicts:
+            if a.exp_id not in self.state.verdicts:
                 self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
 
     def _shutdown_workers(self) -> None:

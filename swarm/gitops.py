@@ -109,6 +109,14 @@ def update_ref(repo: git.Repo, ref: str, new: str, old: str | None = None) -> No
     _git(repo, "update-ref", "-m", "autoresearch-swarm", ref, new, *([old] if old else []))
 
 
+def write_ref(repo: git.Repo, ref: str, sha: str) -> None:
+    """Create or move `ref` in-process (no subprocess); for refs only the coordinator writes."""
+    try:
+        git.Reference.create(repo, ref, sha, force=True)
+    except (ValueError, OSError, git.GitCommandError) as exc:
+        raise GitError(f"cannot write {ref}: {exc}") from None
+
+
 def delete_ref(repo: git.Repo, ref: str) -> None:
     _git(repo, "update-ref", "-d", ref)
 
@@ -159,6 +167,16 @@ def sync(wt: git.Repo, branch: str, commit: str) -> None:
 
 def changed_paths(wt: git.Repo) -> list[str]:
     return dirty_paths(wt)
+
+
+def changed_between(repo: git.Repo, a: str, b: str) -> list[str]:
+    """Paths whose content or mode differ between two commits (read in-process, no subprocess)."""
+
+    def blobs(sha: str) -> dict[str, tuple[bytes, int]]:
+        return {i.path: (i.binsha, i.mode) for i in repo.commit(sha).tree.traverse() if i.type != "tree"}
+
+    x, y = blobs(a), blobs(b)
+    return sorted(p for p in x.keys() | y.keys() if x.get(p) != y.get(p))
 
 
 def commit_all(wt: git.Repo, message: str) -> str:

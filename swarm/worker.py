@@ -195,11 +195,12 @@ class Worker:
                 return f"proposal writes outside the repository: {rel}", ""
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
-        changed = gitops.changed_paths(self.repo)
-        if not changed:
-            return "the proposal changed nothing", ""
         message = f"{description}\n\nswarm-exp: {self.spec.tag}/{a.exp_id} ({a.kind.value}, {self.spec.name})"
         commit = gitops.commit_all(self.repo, message)
+        changed = gitops.changed_between(self.repo, a.parent, commit)
+        if not changed:
+            gitops.sync(self.repo, self.spec.branch, a.parent)  # drop the empty commit
+            return "the proposal changed nothing", ""
         outside = sorted(set(changed) - set(self.spec.task.mutable_files))
         if outside:
             gitops.sync(self.repo, self.spec.branch, a.parent)  # restore the worktree

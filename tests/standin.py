@@ -118,6 +118,10 @@ def check_invariants(repo: Path, tag: str) -> None:
     rows = (run / "results.tsv").read_text().splitlines()[1:]
     ids = [int(r.split("\t")[9]) for r in rows]
     assert sorted(ids) == sorted(state.records), (ids, sorted(state.records))
+    # the first wave is exactly one baseline per worker (interrupted ones are re-run)
+    if state.best is not None:
+        wave = [r for r in state.records.values() if r.kind.value == "baseline" and r.status.value != "interrupted"]
+        assert len(wave) == state.wave_size, (len(wave), state.wave_size)
     # the best metric only improves, and each best is a measured commit
     bests = [e for e in events if e["event"] == "best_advanced"]
     metrics = [e["metric"] for e in bests]

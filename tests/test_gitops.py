@@ -106,3 +106,14 @@ def test_merge3_combines_or_reports_conflict(repo):
     assert "X = 3.0" in merged["train.py"] and "Y = -1.0" in merged["train.py"]
     assert merged["train.py"].endswith("\n")
     assert gitops.merge3(r, base, a, c, ["train.py"]) is None
+
+
+def test_changed_between(repo):
+    r = gitops.open_repo(repo)
+    base = gitops.head_commit(r)
+    (repo / "new.txt").write_text("n")
+    (repo / "train.py").write_text("x")
+    (repo / "README.md").chmod(0o755)
+    c = gitops.commit_all(r, "three changes")
+    assert gitops.changed_between(r, base, c) == ["README.md", "new.txt", "train.py"]
+    assert gitops.changed_between(r, c, c) == []
