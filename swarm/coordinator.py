@@ -175,6 +175,7 @@ class Coordinator:
                 transport=cfg.transport, coordinator_node=node, seed=cfg.seed * 1000 + i, env=env,
                 prepare_data=cfg.prepare_data, profile=cfg.profile, source=cfg.source,
                 clone_dir=str(cfg.run_dir / "clones" / name) if cfg.transport == "bundle" else "",
+                run_id=str(cfg.run_dir.resolve()),
             )
             self.slots.append(Slot(i, spec))
         self._resources = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus}
@@ -436,7 +437,7 @@ class Coordinator:
                     ray.kill(slot.actor)
                 except Exception:  # noqa: BLE001
                     pass
-                kill_strays(self.config.tag, slot.spec.name)  # local node: tasks outliving their actor
+                kill_strays(slot.spec.run_mark, slot.spec.name)  # local node: tasks outliving their actor
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

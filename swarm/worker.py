@@ -45,10 +45,15 @@ class WorkerSpec:
     prepare_data: bool = False  # call prepare.ensure_prepared at setup (the GPT task)
     profile: str | None = None
     source: str | None = None
+    run_id: str = ""  # unique per run (the coordinator's run dir): marks this run's task processes
 
     @property
     def branch(self) -> str:
         return f"swarm/{self.tag}/{self.name}"
+
+    @property
+    def run_mark(self) -> str:
+        return self.run_id or self.tag
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class Worker:
 
         `same_node`: whether this process runs on the coordinator's node (decides transport "auto").
         """
-        kill_strays(self.spec.tag, self.spec.name)
+        kill_strays(self.spec.run_mark, self.spec.name)
         if self.spec.prepare_data:
             import prepare
 
@@ -106,7 +111,7 @@ class Worker:
 
     def kill_task(self) -> None:
         """End the running task, if any (called concurrently with `run` on a clean stop)."""
-        kill_strays(self.spec.tag, self.spec.name)
+        kill_strays(self.spec.run_mark, self.spec.name)
 
     def ping(self) -> str:
         return self.spec.name
@@ -252,6 +257,7 @@ class Worker:
         env.update(
             {
                 "AUTORESEARCH_TAG": self.spec.tag,
+                "AUTORESEARCH_RUN": self.spec.run_mark,
                 "AUTORESEARCH_WORKER": self.spec.name,
                 "AUTORESEARCH_EXP_ID": str(a.exp_id),
                 "AUTORESEARCH_KIND": a.kind.value,
@@ -295,11 +301,11 @@ def _last_line(text: str) -> str:
     return _one_line(lines[-1], 160) if lines else "(no output)"
 
 
-def kill_strays(tag: str, worker: str) -> None:
+def kill_strays(run_mark: str, worker: str) -> None:
     """Kill tasks a dead predecessor of this worker left running (Linux; best effort).
 
     A task runs in its own process group; when its worker actor is killed the task survives as
-    an orphan still holding the GPU. The replacement finds it by the AUTORESEARCH_TAG and
+    an orphan still holding the GPU. The replacement finds it by the AUTORESEARCH_RUN and
     AUTORESEARCH_WORKER variables the task was started with, and kills its process group.
     """
     import signal
@@ -307,7 +313,7 @@ def kill_strays(tag: str, worker: str) -> None:
     proc = Path("/proc")
     if not proc.is_dir():
         return
-    marks = {f"AUTORESEARCH_TAG={tag}".encode(), f"AUTORESEARCH_WORKER={worker}".encode()}
+    marks = {f"AUTORESEARCH_RUN={run_mark}".encode(), f"AUTORESEARCH_WORKER={worker}".encode()}
     me = os.getpid()
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:

@@ -174,7 +174,7 @@ def _started(repo, tag, worker, kind="proposal"):
 def test_killed_worker_actor_is_replaced(cluster, tmp_path):
     repo = make_standin_repo(tmp_path / "task", sleep=0.2)
     agents = [(SCRIPTED, {"steps": [{"X": 1.0}, {"X": 2.0}, {"X": 3.0}]}),
-              (SCRIPTED, {"steps": [{"Y": -0.5, "SLEEP": 3.0}, {"Y": -1.0}]})]
+              (SCRIPTED, {"steps": [{"Y": -0.5, "SLEEP": 6.0}, {"Y": -1.0}]})]
     coord, thread, box = _run_in_thread(config(repo, "kill", agents, workers=2, max_experiments=8))
     victim = _wait_for(lambda: _started(repo, "kill", "w1"))
     time.sleep(0.5)  # the task is running
@@ -189,6 +189,9 @@ def test_killed_worker_actor_is_replaced(cluster, tmp_path):
     later = [r for r in s.records.values() if r.worker == "w1" and r.exp_id > dead.exp_id]
     assert later and later[0].metric is not None  # the replacement measured in the repaired worktree
     assert len(s.records) == 8
+    # the orphaned task of the dead actor was killed by its replacement, not left to finish
+    log = repo / ".swarm" / "kill" / "logs" / f"{dead.exp_id}.log"
+    assert "val_bpb" not in log.read_text()
 
 
 def test_stop_records_running_as_interrupted_then_resume(cluster, tmp_path):

@@ -121,3 +121,24 @@ def test_bundle_transport_round_trip(repo):
     sha = gitops.fetch_bundle(coord, res.bundle, "refs/swarm/t/exp/6")
     assert sha == res.record.commit and "Y = -1.0" in git(repo, "show", f"{sha}:train.py")
     gitops.fsck(coord)
+
+
+def test_kill_strays_ends_only_this_runs_tasks(tmp_path):
+    import subprocess
+    import sys
+
+    from swarm.worker import kill_strays
+
+    def start(run, worker):
+        env = {**os.environ, "AUTORESEARCH_RUN": run, "AUTORESEARCH_WORKER": worker}
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env=env, start_new_session=True)
+
+    mine, other_run, other_worker = start("/r/a", "w1"), start("/r/b", "w1"), start("/r/a", "w2")
+    try:
+        kill_strays("/r/a", "w1")
+        assert mine.wait(timeout=10) != 0
+        assert other_run.poll() is None and other_worker.poll() is None
+    finally:
+        for p in (mine, other_run, other_worker):
+            p.kill()
+            p.wait()
