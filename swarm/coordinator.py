@@ -320,7 +320,7 @@ class Coordinator:
             return
         slot.failures = 0
         record = result.record
-        if record.commit and record.commit != a.parent:
+        if record.commit:  # every experiment's commit stays reachable, kept or not (baselines too)
             exp_ref = f"refs/swarm/{self.config.tag}/exp/{record.exp_id}"
             if result.bundle is not None:
                 gitops.fetch_bundle(self.repo, result.bundle, exp_ref)
