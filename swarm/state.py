@@ -163,14 +163,6 @@ class RunState:
             for r in records
         )
 
-    def last_failure(self, worker: str) -> str | None:
-        for r in reversed(self.finished_records()):
-            if r.worker == worker:
-                if r.status in (Status.CRASH, Status.TIMEOUT, Status.INVALID):
-                    return r.error or r.status.value
-                return None
-        return None
-
 
 def replay(events: Iterable[dict[str, Any]]) -> RunState:
     state = RunState()

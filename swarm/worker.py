@@ -119,6 +119,10 @@ class Worker:
     # ---- one experiment -------------------------------------------------------------------
 
     def run(self, a: Assignment, bundle: bytes | None = None) -> WorkerResult:
+        """Run one experiment; every outcome (crash, timeout, invalid) is a record, not an exception.
+
+        `bundle` (bundle transport) holds `a.parent` when this worker may not have it yet.
+        """
         if self.repo is None:
             self.setup()
         started = time.time()
