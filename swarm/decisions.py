@@ -23,6 +23,7 @@ class Best:
     commit: str
     metric: float
     exp_id: int | None  # None: the first-wave baseline (median of several runs)
+    lane: str = "main"  # whose best branch (swarm.lanes); "main" in a shared run
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,9 @@ class SchedulerView:
     """What scheduling needs to know about the run, as plain numbers."""
 
     started: int  # experiments started so far in the whole run (finished or running)
-    baseline_done: bool  # the first wave has been measured (the best exists)
+    baseline_done: bool  # the first wave has been measured (the worker's lane has a best)
     baselines_to_start: int  # first-wave runs still to hand out
-    queued_combinations: int
+    queued_combinations: int  # of the worker's lane
     max_experiments: int | None  # total for the run, across resumes; None: no limit
     stopping: bool = False  # Ctrl-C, --hours reached, or a fatal error
 
@@ -130,6 +131,7 @@ class Assignment:
     seed: int = 0
     started_at: float = 0.0
     history: tuple = ()  # tuple[HistoryEntry, ...]
+    lane: str = "main"  # the lane the experiment races for (swarm.lanes)
 
     def to_dict(self) -> dict:
         return {
@@ -144,6 +146,7 @@ class Assignment:
             "combo_id": self.combo_id,
             "seed": self.seed,
             "started_at": self.started_at,
+            "lane": self.lane,
         }
 
     @classmethod
@@ -160,6 +163,7 @@ class Assignment:
             combo_id=d.get("combo_id"),
             seed=int(d.get("seed", 0)),
             started_at=float(d.get("started_at", 0.0)),
+            lane=d.get("lane", "main"),
         )
 
 
@@ -177,5 +181,6 @@ def unfinished_record(a: Assignment, status: Status, error: str, now: float) -> 
         parent_metric=a.parent_metric,
         started_at=a.started_at,
         finished_at=now,
+        lane=a.lane,
         error=error,
     )

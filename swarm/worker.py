@@ -134,7 +134,7 @@ class Worker:
             parent=a.parent,
             parent_metric=a.parent_metric,
             started_at=a.started_at or started,
-            lane="main",
+            lane=a.lane,
         )
         if bundle is not None:
             gitops.fetch_bundle(self.repo, bundle, f"refs/swarm/{self.spec.tag}/incoming")
