@@ -2,7 +2,9 @@
 
 The coordinator applies every event it appends through `RunState.apply`, and a resumed
 coordinator or `autoresearch status` builds the same state with `replay(read_events(...))`, so
-what the run knows is exactly what the journal says. Not covered: writing events (swarm.journal),
+what the run knows is exactly what the journal says. A compare run (swarm.lanes) keeps one best,
+best history and combination queue per lane (events carry `lane`; events without one belong to
+lane `main`, as in every shared run); the first-wave baseline and its noise are shared. Not covered: writing events (swarm.journal),
 deciding (swarm.decisions), git or Ray.
 """
 
@@ -15,6 +17,7 @@ from typing import Any, Iterable
 from swarm.decisions import Assignment, Best
 from swarm.errors import JournalError
 from swarm.journal import EventType
+from swarm.lanes import MAIN
 from swarm.records import ExperimentRecord, HistoryEntry, Kind, Status
 
 
@@ -30,11 +33,12 @@ class RunState:
     records: dict[int, ExperimentRecord] = field(default_factory=dict)  # final (status decided)
     order: list[int] = field(default_factory=list)  # exp ids in the order they were decided
     reasons: dict[int, str] = field(default_factory=dict)
-    best: Best | None = None
-    best_history: list[Best] = field(default_factory=list)
+    lanes: list[str] = field(default_factory=lambda: [MAIN])  # from the run's config ("main" unless compare)
+    bests: dict[str, Best] = field(default_factory=dict)  # lane -> tip of its best branch
+    best_history: list[Best] = field(default_factory=list)  # every lane's advances, in order
     baseline_metric: float | None = None
     noise: float | None = None
-    queue: list[dict[str, Any]] = field(default_factory=list)  # combinations not yet started
+    queue: list[dict[str, Any]] = field(default_factory=list)  # combinations not yet started (all lanes)
     combos_queued: int = 0
     notes: list[str] = field(default_factory=list)
     sessions: int = 0  # run_started + run_resumed events
@@ -57,6 +61,7 @@ class RunState:
         self.base_commit = e["base_commit"]
         self.config = dict(e.get("config", {}))
         self.wave_size = int(self.config.get("workers", 1))
+        self.lanes = list(self.config.get("lanes") or [MAIN])
         self.started_at = float(e.get("t", 0.0))
         self.sessions += 1
         self.stopped = False
@@ -99,11 +104,15 @@ class RunState:
         self.noise = float(e["noise"])
 
     def _on_best_advanced(self, e: dict[str, Any]) -> None:
-        self.best = Best(e["commit"], float(e["metric"]), e.get("exp_id"))
-        self.best_history.append(self.best)
+        lane = e.get("lane", MAIN)
+        best = Best(e["commit"], float(e["metric"]), e.get("exp_id"), lane)
+        self.bests[lane] = best
+        self.best_history.append(best)
+        if lane not in self.lanes:
+            self.lanes.append(lane)
 
     def _on_combination_queued(self, e: dict[str, Any]) -> None:
-        self.queue.append({k: v for k, v in e.items() if k not in ("event", "t")})
+        self.queue.append({"lane": MAIN, **{k: v for k, v in e.items() if k not in ("event", "t")}})
         self.combos_queued += 1
 
     def _on_combination_skipped(self, e: dict[str, Any]) -> None:
@@ -113,6 +122,34 @@ class RunState:
         self.notes.append(str(e.get("text", "")))
 
     # ---- views ----------------------------------------------------------------------------
+
+    @property
+    def compare(self) -> bool:
+        return bool(self.config.get("compare")) or self.lanes != [MAIN]
+
+    @property
+    def direction(self) -> str:
+        return self.config.get("task", {}).get("direction", "min")
+
+    @property
+    def best(self) -> Best | None:
+        """The best of a shared run; in a compare run the best over all lanes."""
+        if not self.compare:
+            return self.bests.get(MAIN)
+        found = list(self.bests.values())
+        if not found:
+            return None
+        pick = min if self.direction == "min" else max
+        return pick(found, key=lambda b: b.metric)
+
+    def lane_best(self, lane: str = MAIN) -> Best | None:
+        return self.bests.get(lane)
+
+    def lane_history(self, lane: str = MAIN) -> list[Best]:
+        return [b for b in self.best_history if b.lane == lane]
+
+    def queue_for(self, lane: str = MAIN) -> list[dict[str, Any]]:
+        return [c for c in self.queue if c.get("lane", MAIN) == lane]
 
     @property
     def next_exp_id(self) -> int:
@@ -145,8 +182,12 @@ class RunState:
     def counts(self) -> Counter:
         return Counter(r.status.value for r in self.records.values())
 
-    def history(self, limit: int | None = None) -> tuple[HistoryEntry, ...]:
+    def history(self, limit: int | None = None, lane: str | None = None) -> tuple[HistoryEntry, ...]:
+        """What agents see: finished experiments, oldest first; with `lane`, only that lane's
+        (plus the shared first-wave baselines)."""
         records = self.finished_records()
+        if lane is not None:
+            records = [r for r in records if r.lane == lane or r.kind == Kind.BASELINE]
         if limit is not None:
             records = records[-limit:]
         return tuple(
