@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from swarm.agents import AgentSpec, parse_agent_list
 from swarm.errors import ConfigError
+from swarm.lanes import Lane, lane_of_worker, plan_lanes
 from swarm.task import TaskSpec
 
 SWARM_DIR = ".swarm"
@@ -42,6 +43,7 @@ class SwarmConfig:
     transport: str = "auto"  # how code moves: "auto" (worktree on the coordinator's node, else bundle)
     prepare_data: bool = False  # call prepare.ensure_prepared in each worker (the GPT task)
     progress: bool = True  # one line per finished experiment on stdout
+    compare: bool = False  # one lane (own best branch) per distinct agent spec: a fair race (swarm.lanes)
 
     def __post_init__(self) -> None:
         if not _TAG.match(self.tag):
@@ -68,7 +70,18 @@ class SwarmConfig:
         return self.run_dir / "journal.jsonl"
 
     def agent_for(self, index: int) -> AgentSpec:
+        if self.compare:
+            return self.lane_for(index).agent
         return self.agents[index % len(self.agents)]
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        """`(main,)` for a shared run; one lane per distinct agent spec with --compare."""
+        return plan_lanes(self.agents, self.compare)
+
+    def lane_for(self, index: int) -> Lane:
+        lanes = self.lanes
+        return lanes[lane_of_worker(index, len(lanes))]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for the journal (agent options that look like secrets are left out)."""
@@ -87,6 +100,8 @@ class SwarmConfig:
             "seed": self.seed,
             "transport": self.transport,
             "prepare_data": self.prepare_data,
+            "compare": self.compare,
+            "lanes": [lane.name for lane in self.lanes],
         }
 
 
