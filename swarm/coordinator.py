@@ -5,7 +5,9 @@ assignment (with the current best commit and metric, and on a bundle-transport w
 bundle of it), consumes results in completion order with `ray.wait`, and for each one writes
 the record, decides with `swarm.decisions`, advances the best branch on a win (a compare-and-swap
 ref update; one coordinator thread, so merges are serialised), queues the combination when the
-winner raced against a newer best, and regenerates the exports. State is `swarm.state.RunState`
+winner raced against a newer best, and regenerates the exports. In a compare run (swarm.lanes)
+each worker races for its lane: it sees that lane's best, history and combinations, and a win
+advances only that lane's best branch; the first-wave baseline is shared by all lanes. State is `swarm.state.RunState`
 fed with exactly the events it journals, so a resumed coordinator continues where the journal
 ends. Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
 """
@@ -26,6 +28,7 @@ from swarm.decisions import (
 )
 from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal, read_events
+from swarm.lanes import MAIN, best_ref, split_workers
 from swarm.records import ExperimentRecord, Kind, Status
 from swarm.state import RunState, replay
 from swarm.worker import WorkerSpec, actor_class, kill_strays
@@ -48,6 +51,7 @@ class Slot:
     info: dict = field(default_factory=dict)
     failures: int = 0  # consecutive experiments lost to the worker itself (death, setup or git error)
     retired: bool = False  # too many such failures in a row: no more assignments
+    lane: str = MAIN  # the lane it races for (compare runs)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class RunSummary:
     seconds: float
     overhead_s: tuple[float, ...]  # coordinator time per handled result (journal+decide+merge+broadcast)
     run_dir: Path
+    lane_bests: dict = field(default_factory=dict)  # lane -> Best (compare runs: one per lane)
 
 
 class Coordinator:
@@ -75,7 +80,7 @@ class Coordinator:
         self.slots: list[Slot] = []
         self.inflight: dict[Any, Slot] = {}
         self.overheads: list[float] = []
-        self.best_ref = f"refs/heads/swarm/{config.tag}/best"
+        self.best_ref = best_ref(config.tag, MAIN)
         self.fatal: str | None = None
 
     # ---- journal: every event goes through here ------------------------------------------
@@ -112,6 +117,7 @@ class Coordinator:
         return RunSummary(
             self.config.tag, reason, s.best, s.baseline_metric, s.noise, dict(s.counts()),
             len(s.records), time.monotonic() - t0, tuple(self.overheads), self.config.run_dir,
+            dict(s.bests) if self.config.compare else {},
         )
 
     def _connect_ray(self) -> None:
@@ -143,10 +149,14 @@ class Coordinator:
                 known = ", ".join(list_runs(cfg.repo)) or "none"
                 raise ConfigError(f"no run tagged {cfg.tag!r} to resume in {cfg.repo} (runs: {known})")
             self.state = replay(read_events(cfg.journal_path))
-            plan = plan_workers(ray.cluster_resources(), cfg.workers or self.state.wave_size)
+            lanes = [lane.name for lane in cfg.lanes]
+            if lanes != self.state.lanes:
+                raise ConfigError(f"run {cfg.tag!r} races lanes {self.state.lanes}; these settings give {lanes} "
+                                  "(resume with the run's own --agents and --compare)")
+            plan = self._split(plan_workers(ray.cluster_resources(), cfg.workers or self.state.wave_size))
             self._log(EventType.RUN_RESUMED, config=cfg.to_dict())
-            if self.state.best is not None:  # the journal is the truth: undo a ref update it never recorded
-                gitops.update_ref(self.repo, self.best_ref, self.state.best.commit)
+            for lane, best in self.state.bests.items():  # the journal is the truth: undo a ref update it never recorded
+                gitops.update_ref(self.repo, best_ref(cfg.tag, lane), best.commit)
             self._settle()
             for a in self.state.running():  # started, never finished: the previous coordinator died
                 self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
@@ -156,10 +166,25 @@ class Coordinator:
         dirty = gitops.dirty_paths(self.repo, list(cfg.task.mutable_files))
         if dirty:
             raise ConfigError(f"uncommitted changes in {', '.join(dirty)}: commit them first (the swarm starts from HEAD)")
-        plan = plan_workers(ray.cluster_resources(), cfg.workers)
+        plan = self._split(plan_workers(ray.cluster_resources(), cfg.workers))
         config = {**cfg.to_dict(), "workers": plan.count}
         self._log(EventType.RUN_STARTED, tag=cfg.tag, base_commit=gitops.head_commit(self.repo), config=config)
+        if cfg.compare:
+            lanes = cfg.lanes
+            self._log(EventType.NOTE, text=f"compare run: {len(lanes)} lanes x {plan.count // len(lanes)} workers: "
+                      + ", ".join(f"{lane.name} ({lane.agent.name})" for lane in lanes))
         return plan
+
+    def _split(self, plan):
+        """A compare run uses an equal number of workers per lane (the remainder stays idle)."""
+        if not self.config.compare:
+            return plan
+        import dataclasses
+
+        count = split_workers(plan.count, len(self.config.lanes))
+        if count != plan.count:
+            self.out(f"compare: using {count} of {plan.count} workers so that every lane gets an equal share")
+        return dataclasses.replace(plan, count=count)
 
     def _start_workers(self, plan) -> None:
         import ray
@@ -177,7 +202,7 @@ class Coordinator:
                 clone_dir=str(cfg.run_dir / "clones" / name) if cfg.transport == "bundle" else "",
                 run_id=str(cfg.run_dir.resolve()),
             )
-            self.slots.append(Slot(i, spec))
+            self.slots.append(Slot(i, spec, lane=cfg.lane_for(i).name if cfg.compare else MAIN))
         self._resources = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus}
         setups = [self._spawn(slot) for slot in self.slots]
         try:
@@ -189,7 +214,8 @@ class Coordinator:
 
     def _spawn(self, slot: Slot):
         """(Re)create the slot's actor, repairing its worktree first; returns its setup ref."""
-        start = self.state.best.commit if self.state.best else self.state.base_commit
+        best = self.state.lane_best(slot.lane)
+        start = best.commit if best else self.state.base_commit
         if slot.spec.transport != "bundle":
             gitops.ensure_worktree(self.repo, Path(slot.spec.checkout), slot.spec.branch, start)
         slot.generation += 1
@@ -232,19 +258,19 @@ class Coordinator:
             reason = "max_experiments"
         return reason
 
-    def _view(self, stopping: bool) -> SchedulerView:
+    def _view(self, stopping: bool, lane: str = MAIN) -> SchedulerView:
         s = self.state
         running = [slot.busy for slot in self.slots if slot.busy]
         return SchedulerView(
-            started=len(s.assignments), baseline_done=s.best is not None,
-            baselines_to_start=s.baselines_to_start(running), queued_combinations=len(s.queue),
+            started=len(s.assignments), baseline_done=s.lane_best(lane) is not None,
+            baselines_to_start=s.baselines_to_start(running), queued_combinations=len(s.queue_for(lane)),
             max_experiments=self.config.max_experiments, stopping=stopping,
         )
 
     def _fill_idle(self, stopping: bool) -> None:
         for slot in self.slots:
             if slot.busy is None and not slot.retired:
-                kind = next_kind(self._view(stopping))
+                kind = next_kind(self._view(stopping, slot.lane))
                 if kind is None:
                     continue
                 self._assign(slot, kind)
@@ -255,16 +281,18 @@ class Coordinator:
         if kind == Kind.BASELINE:
             parent, parent_metric = s.base_commit, None
         elif kind == Kind.COMBINATION:
-            combo = s.queue[0]
+            combo = s.queue_for(slot.lane)[0]
             parent, parent_metric = combo["parent"], combo["parent_metric"]
             extra = dict(description=combo["description"], files=tuple(sorted(combo["files"].items())),
                          combo_id=combo["combo_id"])
         else:
-            parent, parent_metric = s.best.commit, s.best.metric
+            best = s.lane_best(slot.lane)
+            parent, parent_metric = best.commit, best.metric
+        history = s.history(HISTORY_LIMIT, lane=slot.lane if self.config.compare else None)
         a = Assignment(
             exp_id=exp_id, worker=slot.spec.name, agent=slot.info.get("agent", slot.spec.agent.name), kind=kind,
             parent=parent, parent_metric=parent_metric, noise=s.noise, seed=experiment_seed(self.config.seed, exp_id),
-            started_at=time.time(), history=s.history(HISTORY_LIMIT), **extra,
+            started_at=time.time(), history=history, lane=slot.lane, **extra,
         )
         self._log(EventType.EXPERIMENT_STARTED, assignment=a.to_dict())
         bundle = None
@@ -337,11 +365,11 @@ class Coordinator:
 
     def _decide(self, record: ExperimentRecord) -> None:
         s, task = self.state, self.config.task
-        best_before = s.best
+        best_before = s.lane_best(record.lane)
         d = decide(record, best_before, task.direction, self.config.min_delta)
         self._log(EventType.DECISION, exp_id=record.exp_id, status=d.status.value, reason=d.reason,
                   best_metric=best_before.metric if best_before else None)
-        if record.kind == Kind.BASELINE and s.best is None:
+        if record.kind == Kind.BASELINE and self._lanes_without_best():
             self._maybe_finish_wave()
         if d.promote:
             self._promote(record, best_before, d.combine)
@@ -355,12 +383,16 @@ class Coordinator:
                 self._decide(record)
         promoted = {b.exp_id for b in s.best_history}
         for record in s.finished_records():  # decided keep but the best never advanced to it
+            best = s.lane_best(record.lane)
             if (record.kind != Kind.BASELINE and record.status == Status.KEEP and record.exp_id not in promoted
-                    and s.best is not None and record.metric is not None
-                    and improves(record.metric, s.best.metric, self.config.task.direction, self.config.min_delta)):
-                self._promote(record, s.best, combine=False)
-        if s.best is None and s.wave_size:
+                    and best is not None and record.metric is not None
+                    and improves(record.metric, best.metric, self.config.task.direction, self.config.min_delta)):
+                self._promote(record, best, combine=False)
+        if self._lanes_without_best() and s.wave_size:
             self._maybe_finish_wave()
+
+    def _lanes_without_best(self) -> list[str]:
+        return [lane for lane in self.state.lanes if self.state.lane_best(lane) is None]
 
     def _maybe_finish_wave(self) -> None:
         s = self.state
@@ -373,42 +405,46 @@ class Coordinator:
             where = f" (last: {failed[-1].error}; log {failed[-1].log_path})" if failed else ""
             self.fatal = f"every baseline run failed{where}"
             return
-        median, noise = baseline_stats(metrics)
-        ids = [r.exp_id for r in s.records.values() if r.kind == Kind.BASELINE and r.metric is not None]
-        self._log(EventType.BASELINE_MEASURED, commit=s.base_commit, metric=median, noise=noise, exp_ids=ids)
-        gitops.update_ref(self.repo, self.best_ref, s.base_commit)
-        self._log(EventType.BEST_ADVANCED, commit=s.base_commit, metric=median, exp_id=None,
-                  previous_commit=None, previous_metric=None)
+        if s.baseline_metric is None:
+            median, noise = baseline_stats(metrics)
+            ids = [r.exp_id for r in s.records.values() if r.kind == Kind.BASELINE and r.metric is not None]
+            self._log(EventType.BASELINE_MEASURED, commit=s.base_commit, metric=median, noise=noise, exp_ids=ids)
+        for lane in self._lanes_without_best():  # every lane starts from the same measured baseline
+            gitops.update_ref(self.repo, best_ref(self.config.tag, lane), s.base_commit)
+            self._log(EventType.BEST_ADVANCED, commit=s.base_commit, metric=s.baseline_metric, exp_id=None,
+                      previous_commit=None, previous_metric=None, lane=lane)
 
     def _promote(self, record: ExperimentRecord, old: Best, combine: bool) -> None:
-        gitops.update_ref(self.repo, self.best_ref, record.commit, old.commit)
+        gitops.update_ref(self.repo, best_ref(self.config.tag, record.lane), record.commit, old.commit)
         self._log(EventType.BEST_ADVANCED, commit=record.commit, metric=record.metric, exp_id=record.exp_id,
-                  previous_commit=old.commit, previous_metric=old.metric)
+                  previous_commit=old.commit, previous_metric=old.metric, lane=record.lane)
         if not combine:
             return
         files = gitops.merge3(self.repo, record.parent, record.commit, old.commit, self.config.task.mutable_files)
         if files is None:
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id,
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
                       reason=f"its change conflicts with the best it raced against ({old.commit[:7]})")
             return
         if all(files.get(p) == gitops.file_at(self.repo, record.commit, p) for p in self.config.task.mutable_files):
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id,
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
                       reason="nothing to combine: the older best's changes are already in")
             return
         other = self.state.records.get(old.exp_id) if old.exp_id is not None else None
         description = f"combine #{record.exp_id} ({record.description}) + #{old.exp_id} ({other.description if other else 'best'})"
         self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1,
                   parent=record.commit, parent_metric=record.metric, files=files, description=description,
-                  sources=[record.exp_id, old.exp_id])
+                  sources=[record.exp_id, old.exp_id], lane=record.lane)
 
     def _export(self) -> None:
         exports.write_exports(self.config.run_dir, self.state.finished_records(), self.config.task.metric)
 
     def _progress(self, r: ExperimentRecord, best_before: Best | None) -> None:
-        best = self.state.best
+        best = self.state.lane_best(r.lane)
         metric = f"{r.metric:.6f}" if r.metric is not None else "-"
         delta = f"{r.metric - best_before.metric:+.6f}" if r.metric is not None and best_before else ""
         best_s = f"best {best.metric:.6f}" if best else "best -"
+        if self.config.compare:
+            best_s = f"{r.lane[:16]} {best_s}"
         self.out(f"#{r.exp_id:<4} {r.worker:<4} {r.agent[:18]:<18} {r.status.value:<11} {metric:>9} {delta:>10}  "
                  f"{best_s}  {r.description[:80]}{'  [' + r.error[:80] + ']' if r.error and r.status != Status.KEEP else ''}")
 
