@@ -42,7 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", choices=["auto", "worktree", "bundle"], help="how code reaches workers: git "
                    "worktrees on the coordinator's node, git bundles elsewhere (auto), or bundles always")
     p.add_argument("--quiet", action="store_true", help="no per-experiment lines, only the final summary")
-    p.set_defaults(func=run)
+    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
+                   help="compare the --agents side by side: one lane per distinct agent, each with its own best "
+                   "branch swarm/<tag>/<lane>/best, from the same measured baseline, on an equal share of the "
+                   "workers (default: off, every worker shares one best)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with run defaults ([run]: any flag here, e.g. agents, "
+                   "workers, compare) and per-agent options ([agents.\"openai/gpt-5\"]); flags override it")
+    from swarm.config_file import option_types
+
+    p.set_defaults(func=run, run_options=option_types(p))
 
 
 def build_config(args: argparse.Namespace):
@@ -53,6 +61,13 @@ def build_config(args: argparse.Namespace):
     from swarm.project import find_repo_root
     from swarm.task import gpt_task, load_task
 
+    run_file = None
+    if getattr(args, "config", None):
+        from swarm.config_file import fill_args, load_run_file
+
+        run_file = load_run_file(args.config, getattr(args, "run_options", None) or {})
+        args = argparse.Namespace(**vars(args))
+        fill_args(args, run_file)
     repo = find_repo_root(args.repo)
     stored: dict = {}
     if args.resume:
@@ -81,9 +96,12 @@ def build_config(args: argparse.Namespace):
         task, prepare_data = gpt_task(profile), True
         profile = profile or task.env.get("AUTORESEARCH_PROFILE")
     if args.agents:
-        agents = C.parse_agents(args.agents)
+        agents = _parse_agents(args.agents, run_file)
     elif stored.get("agents"):
         agents = tuple(C.agent_from_dict(a) for a in stored["agents"])
+        if run_file is not None:  # e.g. secrets the journal left out
+            agents = tuple(C.AgentSpec(a.kind, a.name, {**dict(a.options), **run_file.options_for(a.name)})
+                           for a in agents)
     else:
         agents = C.parse_agents("builtin")
     return C.SwarmConfig(
@@ -103,7 +121,17 @@ def build_config(args: argparse.Namespace):
         transport=pick("transport", "auto"),
         prepare_data=prepare_data,
         progress=not args.quiet,
+        compare=bool(pick("compare", False)),
     )
+
+
+def _parse_agents(value, run_file) -> tuple:
+    """Agent specs from a comma-separated string or a list (config file), with the file's options."""
+    from swarm.agents import parse_agent_spec
+
+    texts = [value] if isinstance(value, str) else list(value)
+    parts = [part for text in texts for part in (text.split(",") if isinstance(value, str) else [text]) if part.strip()]
+    return tuple(parse_agent_spec(part, run_file.options_for(part) if run_file else None) for part in parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,6 +169,11 @@ def format_summary(s, metric: str = "val_bpb") -> str:
         gain = f", {s.best.metric - s.baseline:+.6f} vs baseline" if s.baseline is not None else ""
         src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
         lines.append(f"{base}best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}{gain})")
+    for lane, best in sorted(getattr(s, "lane_bests", {}).items()):  # compare runs: one best per lane
+        src = f"#{best.exp_id}" if best.exp_id is not None else "baseline"
+        gain = f" ({best.metric - s.baseline:+.6f})" if s.baseline is not None else ""
+        lines.append(f"  lane {lane}: best {best.metric:.6f}{gain} at {best.commit[:7]} ({src}), "
+                     f"branch swarm/{s.tag}/{lane}/best")
     lines.append("counts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "none"))
     if s.overhead_s:
         ordered = sorted(s.overhead_s)
