@@ -2,7 +2,8 @@
 
 Reads `.swarm/<tag>/journal.jsonl` (the most recent run by default) and prints the best metric
 and commit, the baseline and noise, counts by status, experiments per hour and the experiments
-started but not finished (the workers' current work, or interrupted ones if the run died).
+started but not finished (the workers' current work, or interrupted ones if the run died); in a
+compare run also each lane's best and gain over the shared baseline.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
     from swarm import config as C
     from swarm.errors import ConfigError
     from swarm.journal import read_events
+    from swarm.lanes import best_branch
     from swarm.project import find_repo_root
     from swarm.state import replay
 
@@ -49,12 +51,15 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
     lines = [f"run {tag}: {state}; started {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.started_at))}"]
     if s.best is not None:
         src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
-        lines.append(f"best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}), branch swarm/{tag}/best")
+        branch = best_branch(tag, s.best.lane)
+        lines.append(f"best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}), branch {branch}")
         if s.baseline_metric is not None:
             lines.append(f"baseline {s.baseline_metric:.6f}, noise {s.noise:.6f}, "
                          f"improvement {s.best.metric - s.baseline_metric:+.6f}")
     else:
         lines.append("best: not yet (first wave of baselines running)")
+    if s.compare:
+        lines.extend(_lane_lines(s, tag))
     counts = s.counts()
     lines.append(f"experiments {len(s.records)}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
     end = now if not s.stopped else s.last_event_t
@@ -72,3 +77,23 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
         m = f"{r.metric:.6f}" if r.metric is not None else "-"
         lines.append(f"  #{r.exp_id:<4} {r.worker:<4} {r.status.value:<11} {m:>9}  {r.description[:70]}")
     return "\n".join(lines)
+
+
+def _lane_lines(s, tag: str) -> list[str]:
+    """A compare run: each lane's best, gain over the shared baseline and experiment counts."""
+    from swarm.lanes import best_branch
+
+    lines = [f"lanes ({len(s.lanes)}, compared side by side from the same baseline):"]
+    for lane in s.lanes:
+        best = s.lane_best(lane)
+        done = [r for r in s.records.values() if r.lane == lane and r.kind.value != "baseline"]
+        keeps = sum(1 for r in done if r.status.value == "keep")
+        agents = sorted({r.agent for r in done}) or ["-"]
+        if best is None:
+            lines.append(f"  {lane:<20} best -  ({', '.join(agents)})")
+            continue
+        gain = f"{best.metric - s.baseline_metric:+.6f}" if s.baseline_metric is not None else ""
+        src = f"#{best.exp_id}" if best.exp_id is not None else "baseline"
+        lines.append(f"  {lane:<20} best {best.metric:.6f} {gain} ({src}) {len(done)} experiments, {keeps} kept, "
+                     f"agent {', '.join(agents)}, branch {best_branch(tag, lane)}")
+    return lines
