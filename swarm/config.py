@@ -44,6 +44,10 @@ class SwarmConfig:
     prepare_data: bool = False  # call prepare.ensure_prepared in each worker (the GPT task)
     progress: bool = True  # one line per finished experiment on stdout
     compare: bool = False  # one lane (own best branch) per distinct agent spec: a fair race (swarm.lanes)
+    max_cost: float | None = None  # USD: no new proposals once the agents' summed cost reaches it
+    prefetch: bool = True  # agents that support it prepare the next proposal while the task runs
+    agent_backoff: float = 5.0  # seconds a worker waits after its agent's first failed attempt (doubling)
+    agent_backoff_max: float = 300.0  # the longest such wait
 
     def __post_init__(self) -> None:
         if not _TAG.match(self.tag):
@@ -58,6 +62,10 @@ class SwarmConfig:
             raise ConfigError("--hours must be positive")
         if self.min_delta < 0:
             raise ConfigError("--min-delta must be >= 0")
+        if self.max_cost is not None and self.max_cost <= 0:
+            raise ConfigError("--max-cost must be positive")
+        if self.agent_backoff < 0 or self.agent_backoff_max < self.agent_backoff:
+            raise ConfigError("agent_backoff must be >= 0 and agent_backoff_max >= agent_backoff")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"transport must be one of {TRANSPORTS}")
 
@@ -102,6 +110,10 @@ class SwarmConfig:
             "prepare_data": self.prepare_data,
             "compare": self.compare,
             "lanes": [lane.name for lane in self.lanes],
+            "max_cost": self.max_cost,
+            "prefetch": self.prefetch,
+            "agent_backoff": self.agent_backoff,
+            "agent_backoff_max": self.agent_backoff_max,
         }
 
 

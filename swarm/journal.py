@@ -36,6 +36,7 @@ class EventType(str, Enum):
     COMBINATION_QUEUED = "combination_queued"  # combo_id, parent, parent_metric, files, description, sources
     COMBINATION_SKIPPED = "combination_skipped"  # exp_id, reason
     NOTE = "note"  # text
+    AGENT_ERROR = "agent_error"  # worker, agent, error, usage, seconds, prefetched, exp_id (withdrawn: nothing ran), retry_in
 
 
 class Journal:

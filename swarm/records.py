@@ -66,6 +66,24 @@ class Proposal:
 
 
 @dataclass(frozen=True)
+class AgentFailure:
+    """An agent attempt that gave no proposal (`AgentError`: an outage past the agent's own retries).
+
+    Not an experiment: nothing is recorded for it but a journal `agent_error` event, whose usage
+    counts towards the run's cost.
+    """
+
+    error: str
+    usage: Usage = Usage()
+    at: float = 0.0  # unix seconds it gave up
+    seconds: float = 0.0  # how long the attempt took
+    prefetched: bool = False  # it was a prefetch (made while an experiment ran)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One finished experiment as agents see it in their context."""
 
@@ -110,6 +128,9 @@ class ExperimentRecord:
     lane: str = "main"
     error: str = ""  # short reason for crash / timeout / invalid
     log_path: str = ""
+    prefetched: bool = False  # the proposal was prepared while this worker's previous experiment ran
+    proposed_on: str = ""  # commit the agent saw, when not `parent` (a prefetched proposal rebased)
+    proposed_at: float = 0.0  # unix seconds the proposal was ready (0: no agent involved)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

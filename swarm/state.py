@@ -18,7 +18,7 @@ from swarm.decisions import Assignment, Best
 from swarm.errors import JournalError
 from swarm.journal import EventType
 from swarm.lanes import MAIN
-from swarm.records import ExperimentRecord, HistoryEntry, Kind, Status
+from swarm.records import ExperimentRecord, HistoryEntry, Kind, Status, Usage
 
 
 @dataclass
@@ -41,6 +41,8 @@ class RunState:
     queue: list[dict[str, Any]] = field(default_factory=list)  # combinations not yet started (all lanes)
     combos_queued: int = 0
     notes: list[str] = field(default_factory=list)
+    agent_errors: int = 0  # failed agent attempts (outages): no experiment, usage still counts
+    agent_error_usage: Usage = field(default_factory=Usage)
     sessions: int = 0  # run_started + run_resumed events
     stopped: bool = False
     stop_reason: str = ""
@@ -121,6 +123,14 @@ class RunState:
     def _on_note(self, e: dict[str, Any]) -> None:
         self.notes.append(str(e.get("text", "")))
 
+    def _on_agent_error(self, e: dict[str, Any]) -> None:
+        """A failed agent attempt: no experiment, but its usage counts; its assignment is withdrawn."""
+        self.agent_errors += 1
+        self.agent_error_usage = self.agent_error_usage + Usage(**e.get("usage", {}))
+        exp_id = e.get("exp_id")
+        if exp_id is not None and int(exp_id) not in self.verdicts:
+            self.assignments.pop(int(exp_id), None)
+
     # ---- views ----------------------------------------------------------------------------
 
     @property
@@ -153,7 +163,17 @@ class RunState:
 
     @property
     def next_exp_id(self) -> int:
-        return max(self.assignments, default=0) + 1
+        """The lowest id not started (an id withdrawn after an agent outage is handed out again)."""
+        if len(self.assignments) == max(self.assignments, default=0):
+            return len(self.assignments) + 1
+        return min(set(range(1, len(self.assignments) + 2)) - set(self.assignments))
+
+    def total_usage(self) -> Usage:
+        """What the agents cost so far: every reported experiment plus failed agent attempts."""
+        total = self.agent_error_usage
+        for r in self.verdicts.values():
+            total = total + r.usage
+        return total
 
     def running(self) -> list[Assignment]:
         """Experiments started but not finished (in a live run: in flight; else: interrupted)."""

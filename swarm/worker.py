@@ -5,11 +5,17 @@ actor. A worker owns one checkout: a git worktree of the task repository (transp
 "worktree": same machine as the coordinator) or a standalone repository fed by git bundles
 (transport "bundle": nothing shared with the coordinator). It never writes the journal or the
 best branch; it returns a `WorkerResult` and the coordinator decides.
+
+Prefetch (swarm.prefetch): while an experiment's task runs, the agent already prepares the
+worker's next proposal from the same best in a background thread; the next assignment uses it
+(rebased onto the new best when the best moved). An agent outage (`AgentError`) is not an
+experiment: `run` returns a result without a record, carrying the failed attempts' usage.
 Not covered: deciding keep/discard (swarm.decisions), scheduling (swarm.coordinator).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -21,6 +27,8 @@ from swarm.agents import AgentSpec, make_agent
 from swarm.agents.base import AgentContext
 from swarm.decisions import Assignment
 from swarm import gitops
+from swarm.pacing import prefetch_enabled
+from swarm.prefetch import Attempt, Prefetcher, ask_agent, carry_over, prefetch_seed
 from swarm.proc import run_process, scrub_env, tail_text
 from swarm.records import ExperimentRecord, Kind, Proposal, Status, Usage
 from swarm.summary import metric_value, parse_summary
@@ -46,6 +54,7 @@ class WorkerSpec:
     profile: str | None = None
     source: str | None = None
     run_id: str = ""  # unique per run (the coordinator's run dir): marks this run's task processes
+    prefetch: bool = True  # prepare the next proposal while the task runs (agents that support it)
 
     @property
     def branch(self) -> str:
@@ -58,9 +67,10 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class WorkerResult:
-    record: ExperimentRecord
+    record: ExperimentRecord | None  # None: no experiment (the agent was unavailable: see agent_errors)
     bundle: bytes | None = None  # the experiment commit (bundle transport), None otherwise
     failure_log: str = ""  # log tail of a crash / timeout, for the agent's next context
+    agent_errors: tuple = ()  # AgentFailure of each failed agent attempt behind it (their usage counts)
 
 
 class Worker:
@@ -72,6 +82,8 @@ class Worker:
         self.repo = None
         self.agent = None
         self.last_failure: str | None = None
+        self.prefetcher = Prefetcher()
+        self.prefetch_on = False
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -99,6 +111,8 @@ class Worker:
         else:
             self.repo = gitops.open_repo(self.checkout)
         self.agent = make_agent(self.spec.agent, seed=self.spec.seed)
+        self.prefetch_on = prefetch_enabled(self.spec.prefetch, self.spec.agent.kind,
+                                            getattr(self.agent, "prefetch", None))
         return {
             "worker": self.spec.name,
             "host": socket.gethostname(),
@@ -107,6 +121,7 @@ class Worker:
             "agent": getattr(self.agent, "name", self.spec.agent.name),
             "transport": self.transport,
             "checkout": str(self.checkout),
+            "prefetch": self.prefetch_on,
         }
 
     def kill_task(self) -> None:
@@ -118,10 +133,13 @@ class Worker:
 
     # ---- one experiment -------------------------------------------------------------------
 
-    def run(self, a: Assignment, bundle: bytes | None = None) -> WorkerResult:
+    def run(self, a: Assignment, bundle: bytes | None = None, prefetch_next: bool = True) -> WorkerResult:
         """Run one experiment; every outcome (crash, timeout, invalid) is a record, not an exception.
 
         `bundle` (bundle transport) holds `a.parent` when this worker may not have it yet.
+        `prefetch_next`: whether the coordinator may hand this worker another proposal (when the
+        agent supports it, the next proposal is then prepared while the task runs). When the
+        agent is unavailable (`AgentError`) the result has no record: nothing was run.
         """
         if self.repo is None:
             self.setup()
@@ -139,57 +157,83 @@ class Worker:
         if bundle is not None:
             gitops.fetch_bundle(self.repo, bundle, f"refs/swarm/{self.spec.tag}/incoming")
         gitops.sync(self.repo, self.spec.branch, a.parent)
+        files = self._read_files()  # the mutable files at a.parent, before any edit
 
-        agent_seconds, usage = 0.0, Usage()
+        extra: dict = {}  # how the proposal came about (agent_seconds, prefetched, proposed_on, proposed_at)
+        usage = Usage()
         if a.kind == Kind.BASELINE:
             commit, description = a.parent, "baseline"
         else:
             if a.kind == Kind.COMBINATION:
                 proposal = Proposal(a.description, files=dict(a.files))
             else:
-                t0 = time.monotonic()
-                proposal = self._propose(a)
-                agent_seconds = time.monotonic() - t0
+                attempt = self._proposal_for(a, files)
+                if attempt.proposal is None:  # the agent is unavailable: no experiment
+                    return WorkerResult(None, agent_errors=(attempt.failure,))
+                proposal = attempt.proposal
+                extra = dict(agent_seconds=attempt.seconds, prefetched=attempt.prefetched,
+                             proposed_on=attempt.base_commit if attempt.base_commit != a.parent else "",
+                             proposed_at=attempt.finished_at)
             usage, description = proposal.usage, _one_line(proposal.description) or "(no description)"
             invalid, commit = self._apply(a, proposal, description)
             if invalid is not None:
                 self.last_failure = invalid
                 record = ExperimentRecord(
                     **base, commit=commit, description=description, status=Status.INVALID,
-                    finished_at=time.time(), agent_seconds=agent_seconds, usage=usage, error=invalid,
+                    finished_at=time.time(), usage=usage, error=invalid, **extra,
                 )
                 return self._result(record, a)
 
+        if prefetch_next and self.prefetch_on and not self.prefetcher.pending:
+            self.prefetcher.start(self.agent, self._context(a, files, seed=prefetch_seed(a.seed)))
         record, failure_log = self._measure(a, base, commit, description)
-        record = record.replace(agent_seconds=agent_seconds, usage=usage)
+        record = record.replace(usage=usage, **extra)
         self.last_failure = failure_log or None
         return self._result(record, a, failure_log)
 
-    def _propose(self, a: Assignment) -> Proposal:
+    def _read_files(self) -> dict[str, str]:
+        return {p: _read_text(self.checkout / p) for p in self.spec.task.mutable_files}
+
+    def _context(self, a: Assignment, files: dict[str, str], seed: int) -> AgentContext:
         task = self.spec.task
-        files = {p: _read_text(self.checkout / p) for p in task.mutable_files}
         program = _read_text(self.checkout / task.program_file) if task.program_file else ""
-        ctx = AgentContext(
+        return AgentContext(
             worker=self.spec.name,
             worktree=self.checkout,
             task=task,
             program=program,
-            files=files,
+            files=dict(files),
             baseline_commit=a.parent,
             baseline_metric=a.parent_metric,
             noise=a.noise,
             history=tuple(a.history),
             last_failure=self.last_failure,
             profile=self.spec.profile,
-            seed=a.seed,
+            seed=seed,
         )
-        try:
-            proposal = self.agent.propose(ctx)
-        except Exception as exc:  # noqa: BLE001 - any agent failure is a recorded invalid
-            return Proposal("agent failed", error=f"{type(exc).__name__}: {exc}")
-        if not isinstance(proposal, Proposal):
-            return Proposal("agent failed", error=f"agent returned {type(proposal).__name__}, not a Proposal")
-        return proposal
+
+    def _proposal_for(self, a: Assignment, files: dict[str, str]) -> Attempt:
+        """The proposal for assignment `a`: the prefetched one (fitted to `a.parent`), else a fresh one.
+
+        The attempt's proposal is None when the agent is unavailable (`failure` says why; an
+        outage hit by the prefetch ends here too: the worker waits). A prefetched proposal that no
+        longer applies is asked again; its usage is added to the new attempt's.
+        """
+        pre = self.prefetcher.take()
+        wasted = Usage()
+        if pre is not None:
+            if pre.failure is not None:
+                return pre
+            fitted = carry_over(pre, a.parent, files)
+            if fitted is not None:
+                return dataclasses.replace(pre, proposal=fitted)
+            wasted = pre.usage
+        fresh = ask_agent(self.agent, self._context(a, files, seed=a.seed))
+        if wasted == Usage():
+            return fresh
+        if fresh.failure is not None:
+            return dataclasses.replace(fresh, failure=dataclasses.replace(fresh.failure, usage=fresh.failure.usage + wasted))
+        return dataclasses.replace(fresh, proposal=dataclasses.replace(fresh.proposal, usage=fresh.proposal.usage + wasted))
 
     def _apply(self, a: Assignment, proposal: Proposal, description: str) -> tuple[str | None, str]:
         """Write and commit the proposal; returns (invalid reason or None, commit or "")."""
@@ -355,8 +399,8 @@ def actor_class():
                 here = ray.get_runtime_context().get_node_id()
                 return self.worker.setup(same_node=here == self.worker.spec.coordinator_node)
 
-            def run(self, a: Assignment, bundle: bytes | None = None) -> WorkerResult:
-                return self.worker.run(a, bundle)
+            def run(self, a: Assignment, bundle: bytes | None = None, prefetch_next: bool = True) -> WorkerResult:
+                return self.worker.run(a, bundle, prefetch_next)
 
             def ping(self) -> str:
                 return self.worker.ping()
