@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "swarm.commands.train",
     "swarm.commands.run",
     "swarm.commands.status",
+    "swarm.commands.report",
 )
 
 
