@@ -29,7 +29,8 @@ from swarm.decisions import (
 from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal, read_events
 from swarm.lanes import MAIN, best_ref, split_workers
-from swarm.records import ExperimentRecord, Kind, Status
+from swarm.pacing import outage_delay, over_budget
+from swarm.records import AgentFailure, ExperimentRecord, Kind, Status
 from swarm.state import RunState, replay
 from swarm.worker import WorkerSpec, actor_class, kill_strays
 
@@ -52,6 +53,8 @@ class Slot:
     failures: int = 0  # consecutive experiments lost to the worker itself (death, setup or git error)
     retired: bool = False  # too many such failures in a row: no more assignments
     lane: str = MAIN  # the lane it races for (compare runs)
+    outages: int = 0  # its agent's failed attempts in a row (AgentError): it waits, the others go on
+    not_before: float = 0.0  # monotonic time before which it gets no assignment (outage backoff)
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ class Coordinator:
                 transport=cfg.transport, coordinator_node=node, seed=cfg.seed * 1000 + i, env=env,
                 prepare_data=cfg.prepare_data, profile=cfg.profile, source=cfg.source,
                 clone_dir=str(cfg.run_dir / "clones" / name) if cfg.transport == "bundle" else "",
-                run_id=str(cfg.run_dir.resolve()),
+                run_id=str(cfg.run_dir.resolve()), prefetch=cfg.prefetch,
             )
             self.slots.append(Slot(i, spec, lane=cfg.lane_for(i).name if cfg.compare else MAIN))
         self._resources = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus}
@@ -235,10 +238,12 @@ class Coordinator:
         while True:
             if self.stop.is_set():
                 raise KeyboardInterrupt
-            if deadline is not None and time.monotonic() >= deadline and reason == "done":
-                reason = "hours"
+            reason = self._limit(reason, deadline)
             self._fill_idle(stopping=reason != "done" or self.fatal is not None)
             if not self.inflight:
+                if reason == "done" and self.fatal is None and self._waiting():
+                    time.sleep(0.2)  # every idle worker waits out its agent's outage
+                    continue
                 break
             ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
             if not ready:
@@ -248,6 +253,7 @@ class Coordinator:
             outcomes = [self._collect(ref) for ref in ready]
             for outcome in sorted(outcomes, key=lambda o: o[1]):  # completion order, as if one by one
                 self._handle(*outcome)
+                reason = self._limit(reason, deadline)
                 self._fill_idle(stopping=reason != "done" or self.fatal is not None)
             self._export()  # once per batch, after the idle workers have their next experiment
             self.overheads.extend([(time.perf_counter() - tick) / len(ready)] * len(ready))
@@ -257,6 +263,21 @@ class Coordinator:
         if reason == "done" and limit is not None and len(self.state.assignments) >= limit:
             reason = "max_experiments"
         return reason
+
+    def _limit(self, reason: str, deadline: float | None) -> str:
+        """Why the run stops handing out experiments ("done": it does not): --hours, --max-cost."""
+        if reason != "done":
+            return reason
+        if deadline is not None and time.monotonic() >= deadline:
+            return "hours"
+        if over_budget(self.state.total_usage().cost_usd, self.config.max_cost):
+            return "max_cost"
+        return reason
+
+    def _waiting(self) -> bool:
+        """Some idle worker is waiting out an agent outage."""
+        now = time.monotonic()
+        return any(slot.busy is None and not slot.retired and slot.not_before > now for slot in self.slots)
 
     def _view(self, stopping: bool, lane: str = MAIN) -> SchedulerView:
         s = self.state
@@ -269,7 +290,7 @@ class Coordinator:
 
     def _fill_idle(self, stopping: bool) -> None:
         for slot in self.slots:
-            if slot.busy is None and not slot.retired:
+            if slot.busy is None and not slot.retired and slot.not_before <= time.monotonic():
                 kind = next_kind(self._view(stopping, slot.lane))
                 if kind is None:
                     continue
@@ -299,7 +320,10 @@ class Coordinator:
         if slot.transport == "bundle" and slot.synced != parent:
             bundle = self._bundle_for(parent, slot.synced)
         slot.busy = a
-        self.inflight[slot.actor.run.remote(a, bundle)] = slot
+        limit = self.config.max_experiments
+        more = (limit is None or len(s.assignments) < limit) and not over_budget(
+            s.total_usage().cost_usd, self.config.max_cost)  # else a prefetch would be wasted
+        self.inflight[slot.actor.run.remote(a, bundle, more)] = slot
         slot.synced = parent
 
     def _bundle_for(self, commit: str, worker_has: str | None) -> bytes:
@@ -322,7 +346,7 @@ class Coordinator:
         slot = self.inflight.pop(ref)
         try:
             result = ray.get(ref)
-            return slot, result.record.finished_at, result
+            return slot, result.record.finished_at if result.record is not None else time.time(), result
         except ray.exceptions.RayError as exc:
             return slot, time.time(), exc
 
@@ -347,6 +371,16 @@ class Coordinator:
                 slot.synced = None
             return
         slot.failures = 0
+        for failure in result.agent_errors if result.record is not None else ():
+            self._log(EventType.AGENT_ERROR, worker=slot.spec.name, agent=a.agent, lane=a.lane, exp_id=None,
+                      retry_in=0.0, **failure.to_dict())
+        if result.record is None:
+            self._agent_unavailable(slot, a, result.agent_errors)
+            return
+        if slot.outages:
+            self._log(EventType.NOTE, text=f"{slot.spec.name}: agent {a.agent} answers again after {slot.outages} "
+                      "failed attempt(s)")
+            slot.outages = 0
         record = result.record
         if record.commit:  # every experiment's commit stays reachable, kept or not (baselines too)
             exp_ref = f"refs/swarm/{self.config.tag}/exp/{record.exp_id}"
@@ -355,6 +389,22 @@ class Coordinator:
             else:
                 gitops.write_ref(self.repo, exp_ref, record.commit)
         self._record(record)
+
+    def _agent_unavailable(self, slot: Slot, a: Assignment, failures: tuple) -> None:
+        """The agent gave no proposal (an outage past its own retries): nothing ran. Withdraw the
+        assignment (its id is handed out again), journal the attempt (its usage counts towards the
+        cost) and let this worker wait, doubling up to agent_backoff_max; the others go on."""
+        failure = failures[-1] if failures else AgentFailure("the agent gave no proposal", at=time.time())
+        slot.outages += 1
+        delay = outage_delay(slot.outages, self.config.agent_backoff, self.config.agent_backoff_max)
+        slot.not_before = time.monotonic() + delay
+        if slot.outages == 1:
+            self._log(EventType.NOTE, text=f"{slot.spec.name}: agent {a.agent} unavailable ({failure.error}); "
+                      "the worker waits and asks again, the others go on")
+        self._log(EventType.AGENT_ERROR, worker=slot.spec.name, agent=a.agent, lane=a.lane, exp_id=a.exp_id,
+                  retry_in=delay, **failure.to_dict())
+        self.out(f"-{a.exp_id:<4} {slot.spec.name:<4} {a.agent[:18]:<18} {'agent error':<11} {'-':>9} {'':>10}  "
+                 f"retry in {delay:.0f} s (attempt {slot.outages}; nothing ran)  [{failure.error[:100]}]")
 
     # ---- recording and deciding -----------------------------------------------------------
 

@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transport", choices=["auto", "worktree", "bundle"], help="how code reaches workers: git "
                    "worktrees on the coordinator's node, git bundles elsewhere (auto), or bundles always")
     p.add_argument("--quiet", action="store_true", help="no per-experiment lines, only the final summary")
+    p.add_argument("--max-cost", type=float, metavar="USD", help="stop handing out proposals once the agents' summed "
+                   "cost (every experiment's model calls plus failed attempts) reaches this; running experiments finish")
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                   help="LLM agents prepare each worker's next proposal while its experiment runs, rebased onto the "
+                   "new best if that moved (default: on; never for cmd: agents, which edit the worktree)")
     p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
                    help="compare the --agents side by side: one lane per distinct agent, each with its own best "
                    "branch swarm/<tag>/<lane>/best, from the same measured baseline, on an equal share of the "
@@ -122,6 +127,10 @@ def build_config(args: argparse.Namespace):
         prepare_data=prepare_data,
         progress=not args.quiet,
         compare=bool(pick("compare", False)),
+        max_cost=pick("max_cost"),
+        prefetch=bool(pick("prefetch", True)),
+        agent_backoff=float(stored.get("agent_backoff", 5.0)),
+        agent_backoff_max=float(stored.get("agent_backoff_max", 300.0)),
     )
 
 
