@@ -4,6 +4,7 @@
 dict of constant -> new value, plus optional special keys: "__error__" (return an agent error),
 "__raise__" (raise), "__touch__" (also write that non-mutable file), "__noop__" (change nothing),
 "__desc__" (description). `HillClimber` makes random steps on X and Y (a real little search).
+For compare runs: `GoodAgent` always improves, `WeakAgent` never does.
 """
 
 from __future__ import annotations
@@ -63,3 +64,43 @@ class HillClimber:
         current = float(re.search(rf"^{name} = ([-0-9.e]+)", text, re.M).group(1))
         new = round(current + rng.choice([-1, 1]) * self.step * rng.random(), 3)
         return Proposal(f"{name} {current} -> {new}", files={path: set_constant(text, name, new)})
+
+
+def _current(text: str, name: str) -> float:
+    return float(re.search(rf"^{name} = ([-0-9.e]+)", text, re.M).group(1))
+
+
+class GoodAgent:
+    """Always improves: moves X toward 3 (then Y toward -1) by a fixed step; costs a little."""
+
+    name = "good"
+
+    def __init__(self, seed: int = 0, step: float = 0.75):
+        self.step = step
+
+    def propose(self, ctx) -> Proposal:
+        path = ctx.task.mutable_files[0]
+        text = ctx.files[path]
+        for name, goal in (("X", 3.0), ("Y", -1.0)):
+            current = _current(text, name)
+            if current != goal:
+                new = min(goal, current + self.step) if goal > current else max(goal, current - self.step)
+                return Proposal(f"{name} {current} -> {new}", files={path: set_constant(text, name, round(new, 3))},
+                                usage=Usage(calls=1, tokens_in=100, tokens_out=50, cost_usd=0.002))
+        return Proposal("nothing left to improve", files={}, usage=Usage(calls=1, tokens_in=100, tokens_out=5,
+                                                                            cost_usd=0.001))
+
+
+class WeakAgent:
+    """Never helps: moves X away from its optimum; free (no usage)."""
+
+    name = "weak"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def propose(self, ctx) -> Proposal:
+        path = ctx.task.mutable_files[0]
+        text = ctx.files[path]
+        new = round(_current(text, "X") - 0.5 - 0.001 * (ctx.seed % 100), 3)
+        return Proposal(f"X -> {new}", files={path: set_constant(text, "X", new)})
