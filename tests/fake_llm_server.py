@@ -7,6 +7,9 @@ port from a thread. Each request takes the next item of its script:
 - a `Reply(content=..., status=..., delay=..., headers=..., prompt_tokens=..., completion_tokens=...)`:
   status != 200 sends an OpenAI-style error body (429, 500, ...); delay sleeps first.
 
+- a callable: called with the `Request`, returns one of the above (replies that depend on
+  what the model was sent, e.g. an edit of the file in the prompt).
+
 When the script runs out, `default` answers (a 500 unless set). Every request is recorded
 (`requests`: path, headers, parsed JSON body) so tests can check what the model was sent.
 Used as a context manager. Never reaches the network.
@@ -71,9 +74,12 @@ class FakeLLMServer:
                 if path not in ("/v1/chat/completions", "/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
                     return
+                request = Request(path, dict(self.headers.items()), body)
                 with server._lock:
-                    server.requests.append(Request(path, dict(self.headers.items()), body))
+                    server.requests.append(request)
                     item = server.script.pop(0) if server.script else server.default
+                if callable(item):
+                    item = item(request)
                 reply = Reply(content=item) if isinstance(item, str) else item
                 if reply.delay:
                     time.sleep(reply.delay)

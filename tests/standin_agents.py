@@ -2,9 +2,11 @@
 
 `ScriptedAgent(steps=[...])` plays its steps in order (then repeats the last one). A step is a
 dict of constant -> new value, plus optional special keys: "__error__" (return an agent error),
-"__raise__" (raise), "__touch__" (also write that non-mutable file), "__noop__" (change nothing),
+"__raise__" (raise), "__outage__" (raise AgentError, as an LLM agent does after its retries), "__touch__" (also write that non-mutable file), "__noop__" (change nothing),
 "__desc__" (description). `HillClimber` makes random steps on X and Y (a real little search).
-For compare runs: `GoodAgent` always improves, `WeakAgent` never does.
+For compare runs: `GoodAgent` always improves, `WeakAgent` never does. `SlowAgent` is a
+HillClimber that thinks for `delay` seconds like a model does (benchmarks/bench_prefetch.py).
+`prefetch=True` lets an agent prepare proposals in the background (swarm.prefetch).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import random
 import re
 
+import time
+
+from swarm.errors import AgentError
 from swarm.records import Proposal, Usage
 
 
@@ -23,14 +28,21 @@ def set_constant(text: str, name: str, value) -> str:
 
 
 class ScriptedAgent:
-    def __init__(self, seed: int = 0, steps=(), name: str = "scripted"):
+    def __init__(self, seed: int = 0, steps=(), name: str = "scripted", prefetch: bool = False):
         self.steps = list(steps) or [{"X": 1.0}]
         self.name = name
         self.calls = 0
+        self.prefetch = prefetch
+        self.contexts = []  # every context it was asked with
 
     def propose(self, ctx) -> Proposal:
         step = dict(self.steps[min(self.calls, len(self.steps) - 1)])
         self.calls += 1
+        self.contexts.append(ctx)
+        if "__outage__" in step:
+            exc = AgentError(f"scripted outage: {step['__outage__']}")
+            exc.usage = Usage(calls=1, tokens_in=7, tokens_out=0, cost_usd=0.0005)
+            raise exc
         if "__raise__" in step:
             raise RuntimeError(step["__raise__"])
         if "__error__" in step:
@@ -104,3 +116,18 @@ class WeakAgent:
         text = ctx.files[path]
         new = round(_current(text, "X") - 0.5 - 0.001 * (ctx.seed % 100), 3)
         return Proposal(f"X -> {new}", files={path: set_constant(text, "X", new)})
+
+
+class SlowAgent(HillClimber):
+    """A HillClimber that takes `delay` seconds per proposal (a stand-in for a model's reply)."""
+
+    name = "slow"
+
+    def __init__(self, seed: int = 0, delay: float = 3.0, prefetch: bool = True, step: float = 0.8):
+        super().__init__(seed=seed, step=step)
+        self.delay = float(delay)
+        self.prefetch = prefetch
+
+    def propose(self, ctx) -> Proposal:
+        time.sleep(self.delay)
+        return super().propose(ctx)
