@@ -93,7 +93,7 @@ def _ratio(num: float | None, den: float) -> float | None:
 
 def group_rows(records: Sequence[ExperimentRecord], by: str, baseline: float | None, direction: str,
                started_at: float, target: float | None = None) -> tuple[GroupRow, ...]:
-    """One row per group (first-seen order) of the decided `records` (final statuses)."""
+    """One row per group of the decided `records` (final statuses), best group first."""
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {GROUPINGS}, not {by!r}")
     groups: dict[str, list[ExperimentRecord]] = {}
@@ -101,7 +101,8 @@ def group_rows(records: Sequence[ExperimentRecord], by: str, baseline: float | N
         if r.kind == Kind.BASELINE or r.status == Status.INTERRUPTED:
             continue
         groups.setdefault(str(getattr(r, by)), []).append(r)
-    return tuple(_row(name, rs, baseline, direction, started_at, target) for name, rs in groups.items())
+    rows = [_row(name, rs, baseline, direction, started_at, target) for name, rs in groups.items()]
+    return tuple(sorted(rows, key=lambda r: (r.gain is None, -(r.gain or 0.0), r.group)))
 
 
 def _row(name: str, rs: list[ExperimentRecord], baseline: float | None, direction: str, started_at: float,
@@ -158,7 +159,7 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "gain":
         return f"{value:+.6f}"
     if kind == "hours":
-        return f"{value:.3f}"
+        return f"{value:.3g}" if value < 10 else f"{value:.1f}"
     if kind == "money":
         return f"{value:.4f}"
     if kind == "seconds":

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plot_report(report, path: Path) -> Path:
-    """Best metric over time per group (hours since the run's start), as step lines."""
+    """Best metric over time per group (since the run's start, in s / min / h by its length), as step lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,17 +71,18 @@ def plot_report(report, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     end = max((t for r in report.rows for t, _ in r.curve), default=0.0)
+    unit, scale = ("seconds", 1.0) if end < 120 else ("minutes", 60.0) if end < 7200 else ("hours", 3600.0)
     for row in report.rows:
         if not row.curve:
             continue
-        xs = [t / 3600 for t, _ in row.curve] + [end / 3600]
+        xs = [t / scale for t, _ in row.curve] + [end / scale]
         ys = [m for _, m in row.curve] + [row.curve[-1][1]]
         ax.step(xs, ys, where="post", label=f"{row.group} ({row.experiments} exps)")
     if report.baseline is not None:
         ax.axhline(report.baseline, color="grey", linestyle=":", linewidth=1, label="baseline")
     if report.target is not None:
         ax.axhline(report.target, color="black", linestyle="--", linewidth=1, label=f"target {report.target:g}")
-    ax.set_xlabel("hours since the run started")
+    ax.set_xlabel(f"{unit} since the run started")
     ax.set_ylabel(f"best {report.metric} ({'lower' if report.direction == 'min' else 'higher'} is better)")
     ax.set_title(f"run {report.tag}: best {report.metric} by {report.by}")
     ax.grid(alpha=0.3)
