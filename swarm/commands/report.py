@@ -86,7 +86,10 @@ def plot_report(report, path: Path) -> Path:
     ax.set_ylabel(f"best {report.metric} ({'lower' if report.direction == 'min' else 'higher'} is better)")
     ax.set_title(f"run {report.tag}: best {report.metric} by {report.by}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no experiments yet", transform=ax.transAxes, ha="center", va="center")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
