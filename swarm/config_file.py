@@ -44,6 +44,7 @@ class OptionType:
 
     kind: type  # int, float, str or bool
     choices: tuple = ()
+    switch: bool = False  # a store_true flag: False on the command line means "not given"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RunFile:
     path: str
     run: Mapping[str, Any] = field(default_factory=dict)  # flag dest -> value, checked
     agents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # spec text -> options
+    switches: frozenset = frozenset()  # [run] keys that are store_true flags
 
     def options_for(self, spec_text: str) -> dict[str, Any]:
         return dict(self.agents.get(spec_text.strip(), {}))
@@ -64,8 +66,10 @@ def option_types(parser) -> dict[str, OptionType]:
     for action in parser._actions:  # noqa: SLF001 - argparse has no public list of actions
         if not action.option_strings or action.dest in NOT_IN_FILE:
             continue
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x: None means "not given"
             table[action.dest] = OptionType(bool)
+        elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            table[action.dest] = OptionType(bool, switch=True)
         else:
             table[action.dest] = OptionType(action.type or str, tuple(action.choices or ()))
     return table
@@ -93,7 +97,8 @@ def load_run_file(path: str | Path, types: Mapping[str, OptionType]) -> RunFile:
             raise ConfigError(f"config file {path}: agents.{spec_text!r} must be a table of options")
         _check_agent_options(path, spec_text, options)
         agents[spec_text.strip()] = dict(options)
-    return RunFile(str(path), run, agents)
+    switches = frozenset(k for k in run if types[k].switch)
+    return RunFile(str(path), run, agents, switches)
 
 
 def _check(path: Path, key: str, value: Any, types: Mapping[str, OptionType]) -> Any:
@@ -150,9 +155,11 @@ def _known_options(kind: str) -> set[str] | None:
 
 
 def fill_args(args: Any, run_file: RunFile) -> None:
-    """Set every flag the command line left unset (None) from the file's `[run]` table."""
+    """Set every flag the command line left unset from the file's `[run]` table (None; for a plain
+    switch such as --quiet also False: it cannot be turned off on the command line)."""
     for key, value in run_file.run.items():
-        if getattr(args, key, None) in (None, False):
+        given = getattr(args, key, None)
+        if given is None or (given is False and key in run_file.switches):
             setattr(args, key, value)
 
 
