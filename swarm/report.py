@@ -10,7 +10,8 @@ experiments by agent, worker or lane and computes, per group:
   gain: the improvement over the baseline in the metric's good direction (positive = better);
 - GPU-hours: the sum of its experiments' `task_seconds` (time inside the task command: training
   and evaluation, not the agent's thinking) / 3600, and gain per GPU-hour;
-- tokens in / out and cost (from the agents' usage), gain per dollar (None when it cost nothing);
+- tokens in / out and cost (from the agents' usage, failed agent attempts of `agent_error`
+  events included; those are also counted as agent_errors), gain per dollar (None when free);
 - time to target: seconds from the run's start until its best first reached the target
   (metric <= target for a minimised metric), None when it never did;
 - a curve: its best metric over time (a step function, starting at the baseline at t = 0).
@@ -27,12 +28,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from swarm.records import ExperimentRecord, Kind, Status
+from swarm.records import ExperimentRecord, Kind, Status, Usage
 from swarm.state import replay
 
 GROUPINGS = ("agent", "worker", "lane")
 COLUMNS = (
-    "group", "experiments", "keep_rate", "crash_rate", "invalid_rate", "best", "gain", "gpu_hours",
+    "group", "experiments", "agent_errors", "keep_rate", "crash_rate", "invalid_rate", "best", "gain", "gpu_hours",
     "gain_per_gpu_hour", "tokens_in", "tokens_out", "cost_usd", "gain_per_dollar", "time_to_target_s",
 )
 
@@ -44,6 +45,7 @@ class GroupRow:
     kept: int
     crashed: int  # crash + timeout
     invalid: int
+    agent_errors: int  # failed agent attempts (outages): no experiment ran, their usage is counted
     keep_rate: float | None
     crash_rate: float | None
     invalid_rate: float | None
@@ -92,8 +94,12 @@ def _ratio(num: float | None, den: float) -> float | None:
 
 
 def group_rows(records: Sequence[ExperimentRecord], by: str, baseline: float | None, direction: str,
-               started_at: float, target: float | None = None) -> tuple[GroupRow, ...]:
-    """One row per group of the decided `records` (final statuses), best group first."""
+               started_at: float, target: float | None = None,
+               agent_errors: Sequence[Mapping[str, Any]] = ()) -> tuple[GroupRow, ...]:
+    """One row per group of the decided `records` (final statuses), best group first.
+
+    `agent_errors`: the bodies of the journal's `agent_error` events (worker, agent, lane, usage).
+    """
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {GROUPINGS}, not {by!r}")
     groups: dict[str, list[ExperimentRecord]] = {}
@@ -101,12 +107,18 @@ def group_rows(records: Sequence[ExperimentRecord], by: str, baseline: float | N
         if r.kind == Kind.BASELINE or r.status == Status.INTERRUPTED:
             continue
         groups.setdefault(str(getattr(r, by)), []).append(r)
-    rows = [_row(name, rs, baseline, direction, started_at, target) for name, rs in groups.items()]
+    failed: dict[str, list[Usage]] = {}
+    for e in agent_errors:
+        name = str(e.get(by) or ("main" if by == "lane" else "?"))
+        failed.setdefault(name, []).append(Usage(**e.get("usage", {})))
+        groups.setdefault(name, [])
+    rows = [_row(name, rs, baseline, direction, started_at, target, failed.get(name, []))
+            for name, rs in groups.items()]
     return tuple(sorted(rows, key=lambda r: (r.gain is None, -(r.gain or 0.0), r.group)))
 
 
 def _row(name: str, rs: list[ExperimentRecord], baseline: float | None, direction: str, started_at: float,
-         target: float | None) -> GroupRow:
+         target: float | None, failed: list[Usage]) -> GroupRow:
     n = len(rs)
     kept = [r for r in rs if r.status == Status.KEEP and r.metric is not None]
     crashed = sum(1 for r in rs if r.status in (Status.CRASH, Status.TIMEOUT))
@@ -126,23 +138,26 @@ def _row(name: str, rs: list[ExperimentRecord], baseline: float | None, directio
                 break
     gain = _gain(best, baseline, direction)
     gpu_hours = sum(r.task_seconds for r in rs) / 3600
-    cost = sum(r.usage.cost_usd for r in rs)
+    usage = sum((r.usage for r in rs), Usage()) + sum(failed, Usage())
+    cost = usage.cost_usd
     return GroupRow(
-        group=name, experiments=n, kept=len(kept), crashed=crashed, invalid=invalid,
+        group=name, experiments=n, kept=len(kept), crashed=crashed, invalid=invalid, agent_errors=len(failed),
         keep_rate=len(kept) / n if n else None, crash_rate=crashed / n if n else None,
         invalid_rate=invalid / n if n else None, best=best, gain=gain, gpu_hours=gpu_hours,
-        gain_per_gpu_hour=_ratio(gain, gpu_hours), tokens_in=sum(r.usage.tokens_in for r in rs),
-        tokens_out=sum(r.usage.tokens_out for r in rs), cost_usd=cost, gain_per_dollar=_ratio(gain, cost),
+        gain_per_gpu_hour=_ratio(gain, gpu_hours), tokens_in=usage.tokens_in,
+        tokens_out=usage.tokens_out, cost_usd=cost, gain_per_dollar=_ratio(gain, cost),
         time_to_target_s=reached, curve=tuple(curve),
     )
 
 
 def build_report(events: Iterable[Mapping[str, Any]], by: str = "agent", target: float | None = None) -> Report:
     """The report of one run from its journal events."""
+    events = list(events)
     s = replay(events)
+    failures = [e for e in events if e.get("event") == "agent_error"]
     task = s.config.get("task", {})
     direction = task.get("direction", "min")
-    rows = group_rows(s.finished_records(), by, s.baseline_metric, direction, s.started_at, target)
+    rows = group_rows(s.finished_records(), by, s.baseline_metric, direction, s.started_at, target, failures)
     return Report(tag=s.tag, metric=task.get("metric", "val_bpb"), direction=direction, by=by,
                   baseline=s.baseline_metric, target=target, started_at=s.started_at, compare=s.compare, rows=rows)
 
@@ -175,6 +190,9 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
               "tok in", "tok out", "cost $", "gain/$"]
     if report.target is not None:
         header.append(f"t->{report.target:g}")
+    outages = any(r.agent_errors for r in report.rows)
+    if outages:
+        header.insert(5, "agent err")
     rows = []
     for r in report.rows:
         row = [r.group, str(r.experiments), _fmt(r.keep_rate, "pct"), _fmt(r.crash_rate, "pct"),
@@ -183,6 +201,8 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                _fmt(r.cost_usd if r.cost_usd else None, "money"), _fmt(r.gain_per_dollar, "rate")]
         if report.target is not None:
             row.append(_fmt(r.time_to_target_s, "seconds"))
+        if outages:
+            row.insert(5, str(r.agent_errors))
         rows.append(row)
     return header, rows
 

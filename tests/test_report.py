@@ -120,6 +120,22 @@ def test_renderings_table_csv_json():
     assert data["rows"][1]["experiments"] == 4 and data["target"] == 1.85
 
 
+def test_failed_agent_attempts_count_their_cost():
+    run = shared_run()
+    run.events.append({"event": "agent_error", "t": T0 + 500, "worker": "w1", "agent": "b", "lane": "main",
+                       "exp_id": 99, "error": "rate limited", "usage": {"calls": 3, "tokens_in": 30, "tokens_out": 0,
+                                                                         "cost_usd": 0.25}})
+    run.events.append({"event": "agent_error", "t": T0 + 510, "worker": "w2", "agent": "c", "lane": "main",
+                       "exp_id": None, "error": "down", "usage": {}})
+    rows = {r.group: r for r in build_report(run.events).rows}
+    assert rows["b"].agent_errors == 1 and rows["b"].cost_usd == pytest.approx(0.25) and rows["b"].tokens_in == 30
+    assert rows["b"].gain_per_dollar == pytest.approx(0.3 / 0.25) and rows["b"].experiments == 2
+    assert rows["c"].experiments == 0 and rows["c"].keep_rate is None and rows["c"].gain == 0
+    assert rows["a"].agent_errors == 0
+    assert "agent err" in format_table(build_report(run.events))
+    assert "agent err" not in format_table(build_report(shared_run().events))
+
+
 def test_empty_run_and_plot(tmp_path):
     from swarm.commands.report import plot_report
 
