@@ -33,8 +33,8 @@ from swarm.state import replay
 
 GROUPINGS = ("agent", "worker", "lane")
 COLUMNS = (
-    "group", "experiments", "agent_errors", "keep_rate", "crash_rate", "invalid_rate", "best", "gain", "gpu_hours",
-    "gain_per_gpu_hour", "tokens_in", "tokens_out", "cost_usd", "gain_per_dollar", "time_to_target_s",
+    "group", "experiments", "kept", "crashed", "invalid", "agent_errors", "keep_rate", "crash_rate", "invalid_rate",
+    "best", "gain", "gpu_hours", "gain_per_gpu_hour", "tokens_in", "tokens_out", "cost_usd", "gain_per_dollar", "time_to_target_s",
 )
 
 

@@ -187,7 +187,7 @@ def test_compare_two_agents_race_in_two_lanes_and_report(cluster, tmp_path, caps
     table = capsys.readouterr().out
     assert "GoodAgent" in table and "WeakAgent" in table and "t->1.5" in table
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert csv_path.read_text().splitlines()[0].startswith("group,experiments,keep_rate")
+    assert csv_path.read_text().splitlines()[0].startswith("group,experiments,kept,crashed,invalid,agent_errors,keep_rate")
 
 
 def test_compare_run_resumes_with_its_lanes(cluster, tmp_path):
