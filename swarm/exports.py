@@ -5,7 +5,7 @@ reference's five columns (commit, val_bpb, memory_gb, status, description: a cra
 0.000000 and 0.0 as in the reference) and goes on with worker, agent, kind, parent, exp_id,
 started_at, task_seconds, agent_seconds, cost_usd, tokens. The metric column is named after the
 task's metric (val_bpb for the GPT task). The parquet file has the same columns with full
-commits and nulls instead of zeros. Not covered: reading the journal (swarm.state).
+commits and nulls instead of zeros, plus parent_metric, finished_at, error and lane. Not covered: reading the journal (swarm.state).
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def write_parquet(path: Path, records: Sequence[ExperimentRecord], metric: str =
         "parent_metric": pa.array([r.parent_metric for r in records], type=pa.float64()),
         "finished_at": pa.array([r.finished_at for r in records], type=pa.float64()),
         "error": [r.error for r in records],
+        "lane": [r.lane for r in records],
     }
     table = pa.table({k: (v if isinstance(v, pa.Array) else pa.array(v, type=pa.string())) for k, v in data.items()})
     tmp = Path(path).with_suffix(".parquet.tmp")

@@ -5,7 +5,8 @@ written; a torn last line (no newline, or not valid JSON) is ignored on read and
 the next append. A bad line anywhere else is corruption (`JournalError`).
 
 Every event is a dict with `event` (one of `EventType`) and `t` (unix seconds); the bodies are
-documented at each `EventType`. Not covered: what the events mean for the run (`swarm.state`
+documented at each `EventType`. `lane` (compare runs, swarm.lanes) is absent from journals
+written before lanes existed and then means `main`, the one lane of a shared run. Not covered: what the events mean for the run (`swarm.state`
 replays them into coordinator state).
 """
 
@@ -32,9 +33,9 @@ class EventType(str, Enum):
     EXPERIMENT_FINISHED = "experiment_finished"  # record (ExperimentRecord.to_dict(), worker verdict)
     DECISION = "decision"  # exp_id, status (final), reason, best_metric (the best it was judged against)
     BASELINE_MEASURED = "baseline_measured"  # commit, metric (median), noise (max-min), exp_ids
-    BEST_ADVANCED = "best_advanced"  # commit, metric, exp_id (None: baseline), previous_commit, previous_metric
-    COMBINATION_QUEUED = "combination_queued"  # combo_id, parent, parent_metric, files, description, sources
-    COMBINATION_SKIPPED = "combination_skipped"  # exp_id, reason
+    BEST_ADVANCED = "best_advanced"  # commit, metric, exp_id (None: baseline), previous_commit, previous_metric, lane
+    COMBINATION_QUEUED = "combination_queued"  # combo_id, parent, parent_metric, files, description, sources, lane
+    COMBINATION_SKIPPED = "combination_skipped"  # exp_id, reason, lane
     NOTE = "note"  # text
     AGENT_ERROR = "agent_error"  # worker, agent, error, usage, seconds, prefetched, exp_id (withdrawn: nothing ran), retry_in
 
