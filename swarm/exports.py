@@ -5,7 +5,8 @@ reference's five columns (commit, val_bpb, memory_gb, status, description: a cra
 0.000000 and 0.0 as in the reference) and goes on with worker, agent, kind, parent, exp_id,
 started_at, task_seconds, agent_seconds, cost_usd, tokens. The metric column is named after the
 task's metric (val_bpb for the GPT task). The parquet file has the same columns with full
-commits and nulls instead of zeros, plus parent_metric, finished_at, error and lane. Not covered: reading the journal (swarm.state).
+commits and nulls instead of zeros, plus parent_metric, finished_at, error and lane.
+Not covered: reading the journal (swarm.state).
 """
 
 from __future__ import annotations
