@@ -30,7 +30,7 @@ from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal, read_events
 from swarm.lanes import MAIN, best_ref, split_workers
 from swarm.pacing import outage_delay, over_budget
-from swarm.records import AgentFailure, ExperimentRecord, Kind, Status
+from swarm.records import AgentFailure, ExperimentRecord, Kind, Status, Usage
 from swarm.state import RunState, replay
 from swarm.worker import WorkerSpec, actor_class, kill_strays
 
@@ -70,6 +70,8 @@ class RunSummary:
     overhead_s: tuple[float, ...]  # coordinator time per handled result (journal+decide+merge+broadcast)
     run_dir: Path
     lane_bests: dict = field(default_factory=dict)  # lane -> Best (compare runs: one per lane)
+    usage: Usage = Usage()  # the agents' calls, tokens and cost (failed attempts included)
+    agent_errors: int = 0  # failed agent attempts (outages: nothing ran)
 
 
 class Coordinator:
@@ -120,7 +122,7 @@ class Coordinator:
         return RunSummary(
             self.config.tag, reason, s.best, s.baseline_metric, s.noise, dict(s.counts()),
             len(s.records), time.monotonic() - t0, tuple(self.overheads), self.config.run_dir,
-            dict(s.bests) if self.config.compare else {},
+            dict(s.bests) if self.config.compare else {}, s.total_usage(), s.agent_errors,
         )
 
     def _connect_ray(self) -> None:

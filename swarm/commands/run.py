@@ -184,6 +184,11 @@ def format_summary(s, metric: str = "val_bpb") -> str:
         lines.append(f"  lane {lane}: best {best.metric:.6f}{gain} at {best.commit[:7]} ({src}), "
                      f"branch swarm/{s.tag}/{lane}/best")
     lines.append("counts: " + (", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "none"))
+    usage = getattr(s, "usage", None)
+    if usage is not None and (usage.calls or getattr(s, "agent_errors", 0)):
+        failed = f"; {s.agent_errors} failed attempt(s) (agent unavailable)" if s.agent_errors else ""
+        lines.append(f"agents: ${usage.cost_usd:.4f}, {usage.calls} calls, {usage.tokens_in + usage.tokens_out} "
+                     f"tokens{failed}")
     if s.overhead_s:
         ordered = sorted(s.overhead_s)
         lines.append(f"coordinator overhead per experiment: median {ordered[len(ordered) // 2] * 1000:.1f} ms")
