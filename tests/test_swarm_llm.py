@@ -155,6 +155,11 @@ def test_llm_swarm_edits_failures_outage_cost_and_secrets(cluster, tmp_path):
     assert errors and all("500" in e["error"] and e["exp_id"] is not None for e in errors)
     assert any("unavailable" in e.get("text", "") for e in events if e["event"] == "note")
     assert any("agent error" in line and "nothing ran" in line for line in lines)
+    from swarm.commands.run import format_summary
+
+    text = format_summary(summary)
+    assert f"agents: ${summary.usage.cost_usd:.4f}" in text and "failed attempt(s)" in text
+    assert summary.agent_errors == len([e for e in events if e["event"] == "agent_error"])
     outage_end = script.outages[0][1]
     after = [r for r in measured if r.started_at > outage_end]
     assert after, "no experiment was measured after the outage"
