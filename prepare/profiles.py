@@ -45,7 +45,9 @@ def active_profile(env: Mapping[str, str] | None = None) -> Profile:
     env = os.environ if env is None else env
     name = env.get("AUTORESEARCH_PROFILE") or ("gpu" if _cuda_available() else "cpu")
     if name not in PROFILES:
-        raise ValueError(f"AUTORESEARCH_PROFILE={name!r} is not one of {sorted(PROFILES)}")
+        from swarm.errors import ConfigError
+
+        raise ConfigError(f"AUTORESEARCH_PROFILE={name!r} is not one of {sorted(PROFILES)}")
     return PROFILES[name]
 
 

@@ -75,8 +75,17 @@ class RunSummary:
 
 
 class Coordinator:
-    def __init__(self, config: SwarmConfig, out: Callable[[str], None] = print, stop: threading.Event | None = None):
+    def __init__(
+        self,
+        config: SwarmConfig,
+        out: Callable[[str], None] = print,
+        stop: threading.Event | None = None,
+        on_connected: Callable[[], None] | None = None,
+    ):
+        """`on_connected` runs once Ray is up: `ray.init` replaces the SIGTERM handler, so a CLI
+        that wants a clean stop on SIGTERM re-installs its handlers there."""
         self.config = config
+        self.on_connected = on_connected
         self.out = out if config.progress else (lambda _line: None)
         self.stop = stop or threading.Event()
         self.repo = gitops.open_repo(config.repo)
@@ -128,8 +137,12 @@ class Coordinator:
     def _connect_ray(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            return
+        if not ray.is_initialized():
+            self._init_ray(ray)
+        if self.on_connected:
+            self.on_connected()
+
+    def _init_ray(self, ray) -> None:
         if self.config.address:
             _check_reachable(self.config.address)
         try:

@@ -93,7 +93,7 @@ def run_process(
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill_group(proc)
-        out, _ = proc.communicate()
+        out = _drain_after_kill(proc)
     except BaseException:  # KeyboardInterrupt, Ray cancellation: never leave the child behind
         _kill_group(proc)
         proc.wait()
@@ -116,16 +116,30 @@ def run_process(
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
+    """SIGTERM the process group, give it a moment, then SIGKILL whatever of it is left."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         try:
-            proc.wait(timeout=5)
-            return
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # the group is gone
+        try:
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+
+
+def _drain_after_kill(proc: subprocess.Popen) -> bytes | None:
+    """Collect what the killed child wrote, without waiting on a process that left its group
+    (a `setsid` daemon) and still holds the pipe open."""
+    try:
+        out, _ = proc.communicate(timeout=5)
+        return out
+    except subprocess.TimeoutExpired:
+        for stream in (proc.stdout, proc.stdin):
+            if stream:
+                stream.close()
+        proc.wait()
+        return None
 
 
 def _read_tail(path: Path, max_bytes: int = 64_000) -> str:

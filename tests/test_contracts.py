@@ -139,3 +139,45 @@ def test_experiment_record_round_trips_through_a_dict():
     assert back == rec
     assert HistoryEntry(3, "w1", "builtin", "d", Status.DISCARD, 1.2, "p", 1.1).delta == pytest.approx(0.1)
     assert Usage(1, 2, 3, 0.5) + Usage(1, 1, 1, 0.25) == Usage(2, 3, 4, 0.75)
+
+
+def test_run_process_returns_at_the_timeout_when_a_daemon_holds_the_pipe(tmp_path):
+    # a grandchild that leaves the process group (setsid) and keeps stdout open must not make the
+    # helper wait for it
+    script = tmp_path / "daemonise.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], start_new_session=True)\n"
+        "time.sleep(60)\n"
+    )
+    start = time.monotonic()
+    r = run_process([sys.executable, script], cwd=tmp_path, env={}, timeout=1)
+    assert r.timed_out
+    assert time.monotonic() - start < 15
+
+
+def test_run_process_kills_group_members_that_ignore_sigterm(tmp_path):
+    marker = tmp_path / "survivor"
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text(
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"time.sleep(8)\nopen({str(marker)!r}, 'w').write('x')\n"
+    )
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, {str(stubborn)!r}])\ntime.sleep(60)\n"
+    )
+    r = run_process([sys.executable, parent], cwd=tmp_path, env={}, timeout=1, log_path=tmp_path / "log")
+    assert r.timed_out
+    time.sleep(8)
+    assert not marker.exists(), "a group member that ignored SIGTERM survived the timeout"
+
+
+def test_a_bad_profile_is_a_one_line_error(monkeypatch, capsys):
+    from swarm.cli import main
+
+    monkeypatch.setenv("AUTORESEARCH_PROFILE", "tpu")
+    assert main(["prepare", "--source", "stdlib", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "AUTORESEARCH_PROFILE='tpu'" in err

@@ -330,7 +330,9 @@ def test_real_trainer_swarm_with_builtin_agent(cluster, tmp_path):
     assert all(r.status != Status.INVALID for r in proposals), [r.error for r in proposals]
 
 
-def test_ctrl_c_through_the_cli_is_a_clean_stop(cluster, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_through_the_cli_is_a_clean_stop(cluster, tmp_path, signum):
+    # SIGTERM matters because ray.init replaces its handler: the CLI re-installs its own after
     repo = make_standin_repo(tmp_path / "task", sleep=0.2)
     task_file = _task_toml(tmp_path / "standin.toml")
     agents = ",".join([HILL])
@@ -341,7 +343,7 @@ def test_ctrl_c_through_the_cli_is_a_clean_stop(cluster, tmp_path):
     try:
         _wait_for(lambda: (repo / ".swarm/ctrlc/journal.jsonl").exists()
                   and len(records(repo, "ctrlc").records) >= 4 and records(repo, "ctrlc").running(), timeout=90)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()

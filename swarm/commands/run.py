@@ -160,12 +160,16 @@ def run(args: argparse.Namespace) -> int:
         print("autoresearch: stopping; running experiments are recorded as interrupted (Ctrl-C again to force)",
               file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    def _install_handlers() -> None:
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+
+    _install_handlers()
     verb = "resuming" if config.resume else "starting"
     print(f"autoresearch: {verb} run {config.tag!r} in {config.run_dir} (task {config.task.name}, "
           f"agents {', '.join(a.name for a in config.agents)})", flush=True)
-    summary = Coordinator(config, out=lambda line: print(line, flush=True), stop=stop).run()
+    coordinator = Coordinator(config, out=lambda line: print(line, flush=True), stop=stop, on_connected=_install_handlers)
+    summary = coordinator.run()
     print(format_summary(summary, config.task.metric))
     return 130 if summary.reason == "interrupted" else 0
 
