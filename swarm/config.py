@@ -16,13 +16,16 @@ from typing import Any, Mapping
 
 from swarm.agents import AgentSpec, parse_agent_list
 from swarm.errors import ConfigError
+from swarm.proc import scrub_env
 from swarm.lanes import Lane, lane_of_worker, plan_lanes
 from swarm.task import TaskSpec
 
 SWARM_DIR = ".swarm"
 TRANSPORTS = ("auto", "worktree", "bundle")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SECRET_OPTION = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
+# option names that hold a secret value: api_key, token, client_secret, ... (not max_tokens, not
+# api_key_env, which names a variable rather than holding its value)
+_SECRET_OPTION = re.compile(r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def task_to_dict(task: TaskSpec) -> dict[str, Any]:
     d = asdict(task)
     d["mutable_files"] = list(task.mutable_files)
     d["command"] = list(task.command)
-    d["env"] = dict(task.env)
+    d["env"] = scrub_env(task.env)  # the journal never holds a credential
     return d
 
 
@@ -138,8 +141,17 @@ def task_from_dict(d: Mapping[str, Any]) -> TaskSpec:
 
 
 def agent_to_dict(spec: AgentSpec) -> dict[str, Any]:
-    options = {k: v for k, v in dict(spec.options).items() if not _SECRET_OPTION.search(k)}
-    return {"kind": spec.kind, "name": spec.name, "options": options}
+    """The spec as the journal stores it: options holding secrets are left out (at any depth;
+    a nested mapping such as a command agent's `env` is scrubbed like an environment)."""
+    return {"kind": spec.kind, "name": spec.name, "options": _without_secrets(spec.options)}
+
+
+def _without_secrets(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: _without_secrets(scrub_env(value)) if isinstance(value, Mapping) else value
+        for name, value in options.items()
+        if not _SECRET_OPTION.search(name)
+    }
 
 
 def agent_from_dict(d: Mapping[str, Any]) -> AgentSpec:
