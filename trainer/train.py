@@ -402,7 +402,7 @@ n_head = model_dim // HEAD_DIM
 n_kv_head = max(d for d in range(1, min(N_KV_HEAD, n_head) + 1) if n_head % d == 0)
 pattern = WINDOW_PATTERN.upper()
 assert pattern and set(pattern) <= {"S", "L"}, f"WINDOW_PATTERN must be made of S and L, not {WINDOW_PATTERN!r}"
-windows = [SHORT_WINDOW if pattern[i % len(pattern)] == "S" else MAX_SEQ_LEN for i in range(DEPTH)]
+windows = [min(SHORT_WINDOW, MAX_SEQ_LEN) if pattern[i % len(pattern)] == "S" else MAX_SEQ_LEN for i in range(DEPTH)]
 windows[-1] = MAX_SEQ_LEN
 config = GPTConfig(vocab_size, MAX_SEQ_LEN, DEPTH, model_dim, n_head, n_kv_head, HEAD_DIM, tuple(windows), backend)
 
