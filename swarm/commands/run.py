@@ -168,6 +168,12 @@ def run(args: argparse.Namespace) -> int:
     verb = "resuming" if config.resume else "starting"
     print(f"autoresearch: {verb} run {config.tag!r} in {config.run_dir} (task {config.task.name}, "
           f"agents {', '.join(a.name for a in config.agents)})", flush=True)
+    if config.prepare_data:
+        # Prepare here first, with progress on the terminal; each worker still checks its own node
+        # (idempotent and file-locked: a cheap check where this already ran).
+        import prepare
+
+        prepare.ensure_prepared(source=config.source, profile=config.profile, progress=True)
     coordinator = Coordinator(config, out=lambda line: print(line, flush=True), stop=stop, on_connected=_install_handlers)
     summary = coordinator.run()
     print(format_summary(summary, config.task.metric))
