@@ -9,7 +9,8 @@ winner raced against a newer best, and regenerates the exports. In a compare run
 each worker races for its lane: it sees that lane's best, history and combinations, and a win
 advances only that lane's best branch; the first-wave baseline is shared by all lanes. State is `swarm.state.RunState`
 fed with exactly the events it journals, so a resumed coordinator continues where the journal
-ends. Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
+ends. Starting, replacing and retiring worker actors: swarm.slots. Not covered: what a worker does
+(swarm.worker), CLI parsing (swarm.commands.run).
 """
 
 from __future__ import annotations
@@ -29,32 +30,14 @@ from swarm.decisions import (
 from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal, read_events
 from swarm.lanes import MAIN, best_ref, split_workers
-from swarm.pacing import outage_delay, over_budget
-from swarm.records import AgentFailure, ExperimentRecord, Kind, Status, Usage
+from swarm.merge import merge_versions
+from swarm.pacing import over_budget
+from swarm.records import ExperimentRecord, Kind, Status, Usage
+from swarm.slots import Slot, WorkerSlots, short_error as _short
 from swarm.state import RunState, replay
-from swarm.worker import WorkerSpec, actor_class, kill_strays
 
 HISTORY_LIMIT = 200  # finished experiments sent to agents with each assignment
 MAX_WORKER_FAILURES = 3  # consecutive worker-side failures before a worker slot is retired
-
-
-@dataclass
-class Slot:
-    """One worker position: its spec, current actor and what it is running."""
-
-    index: int
-    spec: WorkerSpec
-    actor: Any = None
-    generation: int = 0
-    transport: str = "worktree"
-    synced: str | None = None  # last commit sent to it as a bundle
-    busy: Assignment | None = None
-    info: dict = field(default_factory=dict)
-    failures: int = 0  # consecutive experiments lost to the worker itself (death, setup or git error)
-    retired: bool = False  # too many such failures in a row: no more assignments
-    lane: str = MAIN  # the lane it races for (compare runs)
-    outages: int = 0  # its agent's failed attempts in a row (AgentError): it waits, the others go on
-    not_before: float = 0.0  # monotonic time before which it gets no assignment (outage backoff)
 
 
 @dataclass(frozen=True)
@@ -72,9 +55,10 @@ class RunSummary:
     lane_bests: dict = field(default_factory=dict)  # lane -> Best (compare runs: one per lane)
     usage: Usage = Usage()  # the agents' calls, tokens and cost (failed attempts included)
     agent_errors: int = 0  # failed agent attempts (outages: nothing ran)
+    message: str = ""  # why a run ended early, for the user (reason "no_workers": every worker retired)
 
 
-class Coordinator:
+class Coordinator(WorkerSlots):
     def __init__(
         self,
         config: SwarmConfig,
@@ -132,6 +116,7 @@ class Coordinator:
             self.config.tag, reason, s.best, s.baseline_metric, s.noise, dict(s.counts()),
             len(s.records), time.monotonic() - t0, tuple(self.overheads), self.config.run_dir,
             dict(s.bests) if self.config.compare else {}, s.total_usage(), s.agent_errors,
+            self.no_workers if reason == "no_workers" else "",
         )
 
     def _connect_ray(self) -> None:
@@ -204,45 +189,6 @@ class Coordinator:
             self.out(f"compare: using {count} of {plan.count} workers so that every lane gets an equal share")
         return dataclasses.replace(plan, count=count)
 
-    def _start_workers(self, plan) -> None:
-        import ray
-
-        cfg = self.config
-        node = ray.get_runtime_context().get_node_id()
-        for i in range(plan.count):
-            name = f"w{i}"
-            env = {"OMP_NUM_THREADS": str(plan.threads)}
-            spec = WorkerSpec(
-                name=name, tag=cfg.tag, task=cfg.task, agent=cfg.agent_for(i),
-                checkout=str(cfg.run_dir / "worktrees" / name), log_dir=str(cfg.run_dir / "logs"),
-                transport=cfg.transport, coordinator_node=node, seed=cfg.seed * 1000 + i, env=env,
-                prepare_data=cfg.prepare_data, profile=cfg.profile, source=cfg.source,
-                clone_dir=str(cfg.run_dir / "clones" / name) if cfg.transport == "bundle" else "",
-                run_id=str(cfg.run_dir.resolve()), prefetch=cfg.prefetch,
-            )
-            self.slots.append(Slot(i, spec, lane=cfg.lane_for(i).name if cfg.compare else MAIN))
-        self._resources = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus}
-        setups = [self._spawn(slot) for slot in self.slots]
-        try:
-            infos = ray.get(setups)
-        except ray.exceptions.RayError as exc:
-            raise SwarmError(f"a worker failed to start: {_short(exc)}") from None
-        for slot, info in zip(self.slots, infos):
-            slot.info, slot.transport = info, info["transport"]
-
-    def _spawn(self, slot: Slot):
-        """(Re)create the slot's actor, repairing its worktree first; returns its setup ref."""
-        best = self.state.lane_best(slot.lane)
-        start = best.commit if best else self.state.base_commit
-        if slot.spec.transport != "bundle":
-            gitops.ensure_worktree(self.repo, Path(slot.spec.checkout), slot.spec.branch, start)
-        slot.generation += 1
-        slot.synced = None
-        slot.actor = actor_class().options(
-            name=f"swarm-{self.config.tag}-{slot.spec.name}-g{slot.generation}", **self._resources
-        ).remote(slot.spec)
-        return slot.actor.setup.remote()
-
     # ---- the loop -------------------------------------------------------------------------
 
     def _loop(self, t0: float) -> str:
@@ -253,18 +199,27 @@ class Coordinator:
         while True:
             if self.stop.is_set():
                 raise KeyboardInterrupt
+            self._check_setups()
             reason = self._limit(reason, deadline)
             self._fill_idle(stopping=reason != "done" or self.fatal is not None)
             if not self.inflight:
                 if reason == "done" and self.fatal is None and self._waiting():
-                    time.sleep(0.2)  # every idle worker waits out its agent's outage
-                    continue
-                break
-            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+                    if not self.setups:
+                        time.sleep(0.2)  # every idle worker waits out its agent's outage
+                        continue
+                else:
+                    break
+            waiting = [*self.inflight, *self.setups]
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
+            if not ready:
+                continue
+            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+            for ref in [r for r in ready if r in self.setups]:
+                self._setup_done(ref)
+            ready = [r for r in ready if r in self.inflight]
             if not ready:
                 continue
             tick = time.perf_counter()
-            ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
             outcomes = [self._collect(ref) for ref in ready]
             for outcome in sorted(outcomes, key=lambda o: o[1]):  # completion order, as if one by one
                 self._handle(*outcome)
@@ -277,6 +232,8 @@ class Coordinator:
         limit = self.config.max_experiments
         if reason == "done" and limit is not None and len(self.state.assignments) >= limit:
             reason = "max_experiments"
+        if reason == "done" and self.no_workers:
+            reason = "no_workers"
         return reason
 
     def _limit(self, reason: str, deadline: float | None) -> str:
@@ -289,11 +246,6 @@ class Coordinator:
             return "max_cost"
         return reason
 
-    def _waiting(self) -> bool:
-        """Some idle worker is waiting out an agent outage."""
-        now = time.monotonic()
-        return any(slot.busy is None and not slot.retired and slot.not_before > now for slot in self.slots)
-
     def _view(self, stopping: bool, lane: str = MAIN) -> SchedulerView:
         s = self.state
         running = [slot.busy for slot in self.slots if slot.busy]
@@ -305,7 +257,7 @@ class Coordinator:
 
     def _fill_idle(self, stopping: bool) -> None:
         for slot in self.slots:
-            if slot.busy is None and not slot.retired and slot.not_before <= time.monotonic():
+            if slot.ready:
                 kind = next_kind(self._view(stopping, slot.lane))
                 if kind is None:
                     continue
@@ -341,15 +293,6 @@ class Coordinator:
         self.inflight[slot.actor.run.remote(a, bundle, more)] = slot
         slot.synced = parent
 
-    def _bundle_for(self, commit: str, worker_has: str | None) -> bytes:
-        """A bundle of `commit`, thin against what the worker already has when that works."""
-        if worker_has:
-            try:
-                return gitops.create_bundle(self.repo, commit, exclude=[worker_has])
-            except GitError:  # e.g. nothing new relative to it: send the whole history
-                pass
-        return gitops.create_bundle(self.repo, commit)
-
     def _collect(self, ref) -> tuple[Slot, float, Any]:
         """(slot, finish time, WorkerResult or the Ray error) of a ready result.
 
@@ -372,23 +315,17 @@ class Coordinator:
         if isinstance(result, BaseException):
             died = isinstance(result, ray.exceptions.RayActorError)
             what = "worker actor died" if died else "worker error"
-            self._record(unfinished_record(a, Status.CRASH, f"{what}: {_short(result)}", time.time()))
+            # lost with its worker: a combination goes back to the queue (swarm.state)
+            self._record(unfinished_record(a, Status.CRASH, f"{what}: {_short(result)}", time.time()), lost=died)
             slot.failures += 1
             if slot.failures >= MAX_WORKER_FAILURES:
-                slot.retired = True
-                self._log(EventType.NOTE, text=f"{slot.spec.name} retired after {slot.failures} worker failures "
-                          f"in a row (last: {_short(result)})")
-                if all(other.retired for other in self.slots):
-                    self.fatal = f"every worker failed {MAX_WORKER_FAILURES} times in a row (last: {_short(result)})"
+                self._retire(slot, f"{slot.failures} worker failures in a row (last: {_short(result)})")
             elif died:
-                self._spawn(slot)  # new actor, same (repaired) worktree; setup runs before its next task
+                self._replace(slot)  # new actor, same (repaired) worktree; it gets work once set up
             else:
                 slot.synced = None
             return
         slot.failures = 0
-        for failure in result.agent_errors if result.record is not None else ():
-            self._log(EventType.AGENT_ERROR, worker=slot.spec.name, agent=a.agent, lane=a.lane, exp_id=None,
-                      retry_in=0.0, **failure.to_dict())
         if result.record is None:
             self._agent_unavailable(slot, a, result.agent_errors)
             return
@@ -399,33 +336,23 @@ class Coordinator:
         record = result.record
         if record.commit:  # every experiment's commit stays reachable, kept or not (baselines too)
             exp_ref = f"refs/swarm/{self.config.tag}/exp/{record.exp_id}"
-            if result.bundle is not None:
-                gitops.fetch_bundle(self.repo, result.bundle, exp_ref)
-            else:
-                gitops.write_ref(self.repo, exp_ref, record.commit)
+            try:
+                if result.bundle is not None:
+                    gitops.fetch_bundle(self.repo, result.bundle, exp_ref)
+                else:
+                    gitops.write_ref(self.repo, exp_ref, record.commit)
+            except GitError as exc:  # its commit cannot be kept: the result cannot be used
+                record = record.replace(status=Status.CRASH, commit="", metric=None,
+                                        error=f"its commit {record.commit[:7]} could not be stored: {exc}")
         self._record(record)
-
-    def _agent_unavailable(self, slot: Slot, a: Assignment, failures: tuple) -> None:
-        """The agent gave no proposal (an outage past its own retries): nothing ran. Withdraw the
-        assignment (its id is handed out again), journal the attempt (its usage counts towards the
-        cost) and let this worker wait, doubling up to agent_backoff_max; the others go on."""
-        failure = failures[-1] if failures else AgentFailure("the agent gave no proposal", at=time.time())
-        slot.outages += 1
-        delay = outage_delay(slot.outages, self.config.agent_backoff, self.config.agent_backoff_max)
-        slot.not_before = time.monotonic() + delay
-        if slot.outages == 1:
-            self._log(EventType.NOTE, text=f"{slot.spec.name}: agent {a.agent} unavailable ({failure.error}); "
-                      "the worker waits and asks again, the others go on")
-        self._log(EventType.AGENT_ERROR, worker=slot.spec.name, agent=a.agent, lane=a.lane, exp_id=a.exp_id,
-                  retry_in=delay, **failure.to_dict())
-        self.out(f"-{a.exp_id:<4} {slot.spec.name:<4} {a.agent[:18]:<18} {'agent error':<11} {'-':>9} {'':>10}  "
-                 f"retry in {delay:.0f} s (attempt {slot.outages}; nothing ran)  [{failure.error[:100]}]")
 
     # ---- recording and deciding -----------------------------------------------------------
 
-    def _record(self, record: ExperimentRecord) -> None:
-        """Journal one finished experiment, decide, advance the best, queue a combination."""
-        self._log(EventType.EXPERIMENT_FINISHED, record=record.to_dict())
+    def _record(self, record: ExperimentRecord, lost: bool = False) -> None:
+        """Journal one finished experiment, decide, advance the best, queue a combination.
+
+        `lost`: it never really ran (its worker died under it); a combination is queued again."""
+        self._log(EventType.EXPERIMENT_FINISHED, record=record.to_dict(), **({"lost": True} if lost else {}))
         self._decide(record)
 
     def _decide(self, record: ExperimentRecord) -> None:
@@ -480,17 +407,29 @@ class Coordinator:
                       previous_commit=None, previous_metric=None, lane=lane)
 
     def _promote(self, record: ExperimentRecord, old: Best, combine: bool) -> None:
-        gitops.update_ref(self.repo, best_ref(self.config.tag, record.lane), record.commit, old.commit)
+        try:
+            gitops.update_ref(self.repo, best_ref(self.config.tag, record.lane), record.commit, old.commit)
+        except GitError as exc:  # the journal stays the truth: a resume re-tries the promotion (_settle)
+            self._log(EventType.NOTE, text=f"#{record.exp_id} not promoted: {exc}")
+            return
         self._log(EventType.BEST_ADVANCED, commit=record.commit, metric=record.metric, exp_id=record.exp_id,
                   previous_commit=old.commit, previous_metric=old.metric, lane=record.lane)
         if not combine:
             return
-        files = gitops.merge3(self.repo, record.parent, record.commit, old.commit, self.config.task.mutable_files)
+        paths = self.config.task.mutable_files
+        try:
+            base, ours, theirs = ({p: gitops.file_at(self.repo, c, p) for p in paths}
+                                  for c in (record.parent, record.commit, old.commit))
+        except GitError as exc:  # e.g. a mutable file that is not UTF-8 text
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
+                      reason=f"cannot read the versions to combine: {exc}")
+            return
+        files = merge_versions(base, ours, theirs, paths)
         if files is None:
             self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
                       reason=f"its change conflicts with the best it raced against ({old.commit[:7]})")
             return
-        if all(files.get(p) == gitops.file_at(self.repo, record.commit, p) for p in self.config.task.mutable_files):
+        if all(files.get(p) == ours[p] for p in paths):
             self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
                       reason="nothing to combine: the older best's changes are already in")
             return
@@ -513,34 +452,6 @@ class Coordinator:
         self.out(f"#{r.exp_id:<4} {r.worker:<4} {r.agent[:18]:<18} {r.status.value:<11} {metric:>9} {delta:>10}  "
                  f"{best_s}  {r.description[:80]}{'  [' + r.error[:80] + ']' if r.error and r.status != Status.KEEP else ''}")
 
-    # ---- stopping -------------------------------------------------------------------------
-
-    def _interrupt_running(self) -> None:
-        """Record every running experiment as interrupted and stop its task."""
-        self.inflight.clear()
-        for slot in self.slots:
-            a, slot.busy = slot.busy, None
-            if a is None:
-                continue
-            try:
-                slot.actor.kill_task.remote()
-            except Exception:  # noqa: BLE001 - the actor may be gone already
-                pass
-            if a.exp_id not in self.state.verdicts:
-                self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
-
-    def _shutdown_workers(self) -> None:
-        import ray
-
-        for slot in self.slots:
-            if slot.actor is not None:
-                try:
-                    ray.kill(slot.actor)
-                except Exception:  # noqa: BLE001
-                    pass
-                kill_strays(slot.spec.run_mark, slot.spec.name)  # local node: tasks outliving their actor
-
-
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast with one line when a `host:port` Ray address does not answer (Ray itself retries
     for minutes). `auto` and addresses without a port are left to Ray."""
@@ -556,7 +467,3 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         raise ConfigError(f"Ray address {address} is unreachable ({exc.strerror or exc})") from None
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:200]

@@ -22,7 +22,15 @@ class GitError(SwarmError):
 
 
 class AgentError(SwarmError):
-    """An agent could not produce a proposal (API outage, CLI failure)."""
+    """An agent could not produce a proposal (API outage, CLI failure).
+
+    `permanent`: asking again will not help (bad key, unknown model, bad request): the worker
+    slot is retired instead of waiting out an outage.
+    """
+
+    def __init__(self, *args: object, permanent: bool = False) -> None:
+        super().__init__(*args)
+        self.permanent = permanent
 
 
 class EditError(SwarmError):

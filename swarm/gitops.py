@@ -1,4 +1,4 @@
-"""Git operations of the swarm, through GitPython: refs, worktrees, commits, bundles, merges.
+"""Git operations of the swarm, through GitPython: refs, worktrees, commits, bundles.
 
 Small functions over a `git.Repo`, each doing one git thing and raising `GitError` with a
 one-line message when git refuses. Who calls what, and when, is decided elsewhere (coordinator
@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import git
 
@@ -159,10 +159,26 @@ def ensure_clone_dir(path: Path) -> git.Repo:
     return git.Repo.init(path)
 
 
-def sync(wt: git.Repo, branch: str, commit: str) -> None:
-    """Put the checkout on `branch` at `commit` with a pristine tree (ignored files survive)."""
+def sync(wt: git.Repo, branch: str, commit: str, ignored: bool = False) -> None:
+    """Put the checkout on `branch` at `commit` with a pristine tree.
+
+    Ignored files survive unless `ignored` (git clean -x): only for a checkout the swarm owns (a
+    worker's worktree or clone), never the user's repository.
+    """
     _git(wt, "checkout", "--force", "-B", branch, commit)
-    _git(wt, "clean", "-ffd")
+    _git(wt, "clean", "-ffdx" if ignored else "-ffd")
+
+
+def is_linked_worktree(repo: git.Repo) -> bool:
+    """Whether `repo` is a linked worktree (`git worktree add`), not a repository's main checkout."""
+    git_dir = Path(_git(repo, "rev-parse", "--absolute-git-dir")).resolve()
+    return git_dir != common_dir(repo).resolve()
+
+
+def ignored_paths(wt: git.Repo) -> list[str]:
+    """Git-ignored files and directories present in the checkout."""
+    out = _git(wt, "status", "--porcelain", "-z", "--ignored", "--untracked-files=all")
+    return sorted(e[3:] for e in out.split("\0") if e.startswith("!! "))
 
 
 def changed_paths(wt: git.Repo) -> list[str]:
@@ -187,42 +203,20 @@ def commit_all(wt: git.Repo, message: str) -> str:
 
 
 def file_at(repo: git.Repo, commit: str, path: str) -> str | None:
-    """Text of `path` at `commit`, exactly (None when it does not exist there)."""
+    """Text of `path` at `commit`, exactly (None when it does not exist there).
+
+    GitError when it is not UTF-8 text or cannot be read.
+    """
     try:
         blob = repo.commit(commit).tree / path
     except (KeyError, ValueError, git.BadName):
         return None
-    return blob.data_stream.read().decode("utf-8")
-
-
-def merge3(repo: git.Repo, base: str, ours: str, theirs: str, paths: Iterable[str]) -> dict[str, str] | None:
-    """Three-way merge of `paths` between commits (git merge-file); None on any conflict.
-
-    Returns the merged text of each path. Used to combine a promoted candidate (`ours`) with the
-    best it raced against (`theirs`), both descended in content from `base`.
-    """
-    merged: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="swarm-merge-") as tmp:
-        for i, path in enumerate(paths):
-            texts = [file_at(repo, c, path) for c in (ours, base, theirs)]
-            if any(t is None for t in texts):
-                if texts[0] == texts[2]:
-                    if texts[0] is not None:
-                        merged[path] = texts[0]
-                    continue
-                return None
-            names = []
-            for label, text in zip(("ours", "base", "theirs"), texts):
-                name = Path(tmp) / f"{i}.{label}"
-                name.write_bytes(text.encode("utf-8"))
-                names.append(str(name))
-            status, _, _ = repo.git.merge_file(
-                "--quiet", *names, with_extended_output=True, with_exceptions=False
-            )
-            if status != 0:
-                return None
-            merged[path] = Path(names[0]).read_bytes().decode("utf-8")
-    return merged
+    try:
+        return blob.data_stream.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise GitError(f"{path} at {commit[:7]} is not UTF-8 text") from None
+    except (OSError, ValueError, git.GitCommandError) as exc:
+        raise GitError(f"cannot read {path} at {commit[:7]}: {exc}") from None
 
 
 # ---- bundles: how code moves between nodes that share no filesystem -----------------------

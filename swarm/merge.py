@@ -4,7 +4,8 @@ A prefetched proposal is made on the best as it was when the agent started; when
 meanwhile, `rebase_files` carries the proposal's change (base -> proposal) over onto the new best
 (base -> new best) with a line-based diff3 merge. Changes of both sides that touch the same or
 adjacent lines are a conflict (None): the caller then asks the agent again. No disk, no git, no
-subprocess: the worker calls these at its edge.
+subprocess: the worker calls these at its edge. The coordinator's combination of two parallel wins
+uses `merge_versions` (the same merge, over the three versions of each mutable file).
 """
 
 from __future__ import annotations
@@ -94,4 +95,29 @@ def rebase_files(
     return rebased
 
 
-__all__ = ["merge3_lines", "merge3_text", "rebase_files"]
+def merge_versions(
+    base: Mapping[str, str | None], ours: Mapping[str, str | None], theirs: Mapping[str, str | None],
+    paths: Sequence[str],
+) -> dict[str, str] | None:
+    """Three-way merge of `paths` (None or missing: the file does not exist in that version).
+
+    Returns the merged text of each path that exists after the merge, or None on any conflict.
+    A file missing from some version merges only when `ours` and `theirs` agree on it.
+    """
+    merged: dict[str, str] = {}
+    for path in paths:
+        o, b, t = ours.get(path), base.get(path), theirs.get(path)
+        if o is None or b is None or t is None:
+            if o != t:
+                return None
+            if o is not None:
+                merged[path] = o
+            continue
+        text = merge3_text(b, o, t)
+        if text is None:
+            return None
+        merged[path] = text
+    return merged
+
+
+__all__ = ["merge3_lines", "merge3_text", "merge_versions", "rebase_files"]

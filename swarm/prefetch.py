@@ -60,6 +60,7 @@ def ask_agent(agent: Any, ctx: Any, *, prefetched: bool = False) -> Attempt:
             at=time.time(),
             seconds=time.monotonic() - t0,
             prefetched=prefetched,
+            permanent=bool(getattr(exc, "permanent", False)),
         )
     except Exception as exc:  # noqa: BLE001 - any other agent failure is a recorded invalid
         proposal = Proposal("agent failed", error=f"{type(exc).__name__}: {exc}")

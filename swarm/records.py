@@ -78,6 +78,7 @@ class AgentFailure:
     at: float = 0.0  # unix seconds it gave up
     seconds: float = 0.0  # how long the attempt took
     prefetched: bool = False  # it was a prefetch (made while an experiment ran)
+    permanent: bool = False  # asking again will not help (AgentError.permanent): the worker is retired
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

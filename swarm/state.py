@@ -39,6 +39,7 @@ class RunState:
     baseline_metric: float | None = None
     noise: float | None = None
     queue: list[dict[str, Any]] = field(default_factory=list)  # combinations not yet started (all lanes)
+    combos: dict[int, dict[str, Any]] = field(default_factory=dict)  # every queued combination by combo_id
     combos_queued: int = 0
     notes: list[str] = field(default_factory=list)
     agent_errors: int = 0  # failed agent attempts (outages): no experiment, usage still counts
@@ -90,6 +91,11 @@ class RunState:
         if r.exp_id in self.verdicts:
             raise JournalError(f"experiment {r.exp_id} finished twice")
         self.verdicts[r.exp_id] = r
+        a = self.assignments.get(r.exp_id)
+        lost = r.status == Status.INTERRUPTED or bool(e.get("lost"))  # it never really ran: do it again
+        if a is not None and a.combo_id is not None and lost and a.combo_id in self.combos:
+            if all(c["combo_id"] != a.combo_id for c in self.queue):
+                self.queue.insert(0, self.combos[a.combo_id])
 
     def _on_decision(self, e: dict[str, Any]) -> None:
         exp_id = int(e["exp_id"])
@@ -114,7 +120,9 @@ class RunState:
             self.lanes.append(lane)
 
     def _on_combination_queued(self, e: dict[str, Any]) -> None:
-        self.queue.append({"lane": MAIN, **{k: v for k, v in e.items() if k not in ("event", "t")}})
+        combo = {"lane": MAIN, **{k: v for k, v in e.items() if k not in ("event", "t")}}
+        self.queue.append(combo)
+        self.combos[int(combo["combo_id"])] = combo
         self.combos_queued += 1
 
     def _on_combination_skipped(self, e: dict[str, Any]) -> None:

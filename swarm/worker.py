@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from swarm.agents import AgentSpec, make_agent
 from swarm.agents.base import AgentContext
 from swarm.decisions import Assignment
 from swarm import gitops
+from swarm.errors import GitError
 from swarm.pacing import prefetch_enabled
 from swarm.prefetch import Attempt, Prefetcher, ask_agent, carry_over, prefetch_seed
 from swarm.proc import run_process, scrub_env, tail_text
@@ -84,6 +86,8 @@ class Worker:
         self.last_failure: str | None = None
         self.prefetcher = Prefetcher()
         self.prefetch_on = False
+        self.own_checkout = False  # set by setup: whether sync may remove ignored files too
+        self._git_entry: tuple[Path, bytes] | None = None  # the checkout's .git file (a clone: .git/config) after sync
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -110,6 +114,9 @@ class Worker:
             self.repo = gitops.ensure_clone_dir(self.checkout)
         else:
             self.repo = gitops.open_repo(self.checkout)
+        # git clean -x (ignored leftovers of an agent or a task never reach the next experiment)
+        # only in a checkout the swarm owns: its clone or a linked worktree, never a main checkout
+        self.own_checkout = self.transport == "bundle" or gitops.is_linked_worktree(self.repo)
         self.agent = make_agent(self.spec.agent, seed=self.spec.seed)
         self.prefetch_on = prefetch_enabled(self.spec.prefetch, self.spec.agent.kind,
                                             getattr(self.agent, "prefetch", None))
@@ -156,7 +163,7 @@ class Worker:
         )
         if bundle is not None:
             gitops.fetch_bundle(self.repo, bundle, f"refs/swarm/{self.spec.tag}/incoming")
-        gitops.sync(self.repo, self.spec.branch, a.parent)
+        self._sync(a.parent)
         files = self._read_files()  # the mutable files at a.parent, before any edit
 
         extra: dict = {}  # how the proposal came about (agent_seconds, prefetched, proposed_on, proposed_at)
@@ -190,6 +197,21 @@ class Worker:
         record = record.replace(usage=usage, **extra)
         self.last_failure = failure_log or None
         return self._result(record, a, failure_log)
+
+    def _sync(self, commit: str) -> None:
+        gitops.sync(self.repo, self.spec.branch, commit, ignored=self.own_checkout)
+        dot_git = self.checkout / ".git"
+        path = dot_git / "config" if dot_git.is_dir() else dot_git
+        self._git_entry = (path, path.read_bytes())
+
+    def _git_intact(self) -> bool:
+        if self._git_entry is None:
+            return True
+        path, data = self._git_entry
+        try:
+            return path.read_bytes() == data
+        except OSError:
+            return False
 
     def _read_files(self) -> dict[str, str]:
         return {p: _read_text(self.checkout / p) for p in self.spec.task.mutable_files}
@@ -236,29 +258,58 @@ class Worker:
         return dataclasses.replace(fresh, proposal=dataclasses.replace(fresh.proposal, usage=fresh.proposal.usage + wasted))
 
     def _apply(self, a: Assignment, proposal: Proposal, description: str) -> tuple[str | None, str]:
-        """Write and commit the proposal; returns (invalid reason or None, commit or "")."""
+        """Write and commit the proposal; returns (invalid reason or None, commit or "").
+
+        A proposal naming files other than the mutable ones is invalid before anything is written.
+        An agent that edits the checkout itself (files={}) is invalid when it touched git's own
+        files or left git-ignored files (they would take part in the run without being in the
+        commit); the checkout is restored either way.
+        """
+        mutable = list(self.spec.task.mutable_files)
         if proposal.error:
-            gitops.sync(self.repo, self.spec.branch, a.parent)
+            self._restore(a.parent)
             return f"agent error: {proposal.error}", ""
-        root = self.checkout.resolve()
+        outside = sorted(set(proposal.files) - set(mutable))
+        if outside:
+            self._restore(a.parent)  # an agent that also edited the checkout: undo that too
+            return f"proposal changes files other than {mutable}: {outside}", ""
+        if not self._git_intact():
+            self._restore(a.parent)
+            return "the agent wrote into the checkout's .git", ""
+        ignored = [p for p in gitops.ignored_paths(self.repo) if "__pycache__" not in Path(p).parts]
+        if ignored:
+            self._restore(a.parent)
+            return f"the agent left git-ignored files (not part of the commit): {ignored[:5]}", ""
         for rel, text in proposal.files.items():
-            target = (root / rel).resolve()
-            if root not in target.parents:
-                gitops.sync(self.repo, self.spec.branch, a.parent)
-                return f"proposal writes outside the repository: {rel}", ""
+            target = self.checkout / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
         message = f"{description}\n\nswarm-exp: {self.spec.tag}/{a.exp_id} ({a.kind.value}, {self.spec.name})"
-        commit = gitops.commit_all(self.repo, message)
-        changed = gitops.changed_between(self.repo, a.parent, commit)
+        try:
+            commit = gitops.commit_all(self.repo, message)
+            changed = gitops.changed_between(self.repo, a.parent, commit)
+        except GitError as exc:  # e.g. the agent broke the checkout's git state
+            self._restore(a.parent)
+            return f"the proposal could not be committed: {exc}", ""
         if not changed:
-            gitops.sync(self.repo, self.spec.branch, a.parent)  # drop the empty commit
+            self._restore(a.parent)  # drop the empty commit
             return "the proposal changed nothing", ""
-        outside = sorted(set(changed) - set(self.spec.task.mutable_files))
+        outside = sorted(set(changed) - set(mutable))
         if outside:
-            gitops.sync(self.repo, self.spec.branch, a.parent)  # restore the worktree
-            return f"changed files other than {list(self.spec.task.mutable_files)}: {outside}", commit
+            self._restore(a.parent)  # restore the worktree
+            return f"changed files other than {mutable}: {outside}", commit
         return None, commit
+
+    def _restore(self, commit: str) -> None:
+        """Back to `commit` after an invalid proposal (the .git entry first, should the agent have
+        overwritten it)."""
+        if not self._git_intact():
+            path, data = self._git_entry
+            if path.is_dir():
+                shutil.rmtree(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        self._sync(commit)
 
     def _measure(self, a: Assignment, base: dict, commit: str, description: str) -> tuple[ExperimentRecord, str]:
         task = self.spec.task
@@ -271,7 +322,7 @@ class Worker:
         result = run_process(
             task.argv(), cwd=self.checkout, env=self.task_env(a), timeout=task.hard_timeout, log_path=log_path
         )
-        summary = parse_summary(_read_tail(log_path))
+        summary = parse_summary(result.output_tail)  # the last 60 lines of the log: the summary block is at the end
         metric = metric_value(summary, task.metric)
         status, error = Status.KEEP, ""
         if result.timed_out:
@@ -330,13 +381,6 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError):
         return ""
-
-
-def _read_tail(path: Path, max_bytes: int = 64_000) -> str:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - max_bytes))
-        return f.read().decode("utf-8", errors="replace")
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -2,7 +2,10 @@
 
 `ScriptedAgent(steps=[...])` plays its steps in order (then repeats the last one). A step is a
 dict of constant -> new value, plus optional special keys: "__error__" (return an agent error),
-"__raise__" (raise), "__outage__" (raise AgentError, as an LLM agent does after its retries), "__touch__" (also write that non-mutable file), "__noop__" (change nothing),
+"__raise__" (raise), "__outage__" (raise AgentError, as an LLM agent does after its retries;
+"__permanent__": True makes it a permanent one), "__touch__" (also write that non-mutable file),
+"__write__" ({path: text}: edit the worktree directly, as a command agent does; the proposal then
+has files={}), "__noop__" (change nothing),
 "__desc__" (description). `HillClimber` makes random steps on X and Y (a real little search).
 For compare runs: `GoodAgent` always improves, `WeakAgent` never does. `SlowAgent` is a
 HillClimber that thinks for `delay` seconds like a model does (benchmarks/bench_prefetch.py).
@@ -40,7 +43,7 @@ class ScriptedAgent:
         self.calls += 1
         self.contexts.append(ctx)
         if "__outage__" in step:
-            exc = AgentError(f"scripted outage: {step['__outage__']}")
+            exc = AgentError(f"scripted outage: {step['__outage__']}", permanent=bool(step.get("__permanent__")))
             exc.usage = Usage(calls=1, tokens_in=7, tokens_out=0, cost_usd=0.0005)
             raise exc
         if "__raise__" in step:
@@ -58,6 +61,12 @@ class ScriptedAgent:
         if "__noop__" in step:
             files = {}
         desc = step.get("__desc__") or " ".join(f"{k}={v}" for k, v in changes.items()) or "no change"
+        if "__write__" in step:  # a worktree-editing agent: writes the checkout itself
+            for rel, content in {**files, **step["__write__"]}.items():
+                target = ctx.worktree / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+            files = {}
         return Proposal(desc, files=files, usage=Usage(calls=1, tokens_in=10, tokens_out=5, cost_usd=0.001))
 
 

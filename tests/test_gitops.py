@@ -1,4 +1,4 @@
-"""Git operations on real tmp repositories: worktrees, refs, bundles, three-way merges."""
+"""Git operations on real tmp repositories: worktrees, refs, bundles, ignored files."""
 
 from __future__ import annotations
 
@@ -94,18 +94,30 @@ def test_bundle_round_trip_into_a_fresh_repo(repo, tmp_path):
     gitops.fsck(r)
 
 
-def test_merge3_combines_or_reports_conflict(repo):
+def test_file_at_non_utf8_is_a_git_error(repo):
+    r = gitops.open_repo(repo)
+    (repo / "train.py").write_bytes(b"X = 1\n\xff\xfe\n")
+    c = gitops.commit_all(r, "binary")
+    with pytest.raises(GitError, match="not UTF-8"):
+        gitops.file_at(r, c, "train.py")
+    assert gitops.file_at(r, c, "nope.py") is None
+
+
+def test_sync_can_clean_ignored_files_and_lists_them(repo, tmp_path):
     r = gitops.open_repo(repo)
     base = gitops.head_commit(r)
-    a = commit_change(repo, "X = 0.0", "X = 3.0")
-    git(repo, "checkout", "-q", base)
-    b = commit_change(repo, "Y = 0.0", "Y = -1.0")
-    git(repo, "checkout", "-q", base)
-    c = commit_change(repo, "X = 0.0", "X = 1.0")
-    merged = gitops.merge3(r, base, a, b, ["train.py"])
-    assert "X = 3.0" in merged["train.py"] and "Y = -1.0" in merged["train.py"]
-    assert merged["train.py"].endswith("\n")
-    assert gitops.merge3(r, base, a, c, ["train.py"]) is None
+    (repo / ".gitignore").write_text("*.cache\n")
+    base = gitops.commit_all(r, "ignore caches")
+    path = tmp_path / "wt"
+    gitops.ensure_worktree(r, path, "swarm/t/w0", base)
+    wt = gitops.open_repo(path)
+    assert gitops.is_linked_worktree(wt) and not gitops.is_linked_worktree(r)
+    (path / "x.cache").write_text("leftover")
+    assert gitops.ignored_paths(wt) == ["x.cache"] and gitops.dirty_paths(wt) == []
+    gitops.sync(wt, "swarm/t/w0", base)
+    assert (path / "x.cache").exists()  # plain sync keeps ignored files
+    gitops.sync(wt, "swarm/t/w0", base, ignored=True)
+    assert not (path / "x.cache").exists() and gitops.ignored_paths(wt) == []
 
 
 def test_changed_between(repo):

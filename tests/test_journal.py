@@ -89,3 +89,32 @@ def test_replay_rejects_double_recording(tmp_path):
         replay(events + [{"event": "experiment_finished", "record": r}])
     with pytest.raises(JournalError, match="started twice"):
         replay(events + [{"event": "experiment_started", "assignment": a}])
+
+
+def test_lost_combination_goes_back_to_the_queue():
+    """A started combination that ends interrupted (or lost with its worker) is queued again,
+    also in a replay (--resume); one that really ran is not."""
+    queued = {"event": "combination_queued", "combo_id": 1, "parent": "p1", "parent_metric": 1.5,
+              "files": {"t.py": "x\n"}, "description": "combine", "sources": [2, 3], "lane": "main"}
+
+    def started(exp_id):
+        a = {"exp_id": exp_id, "worker": "w0", "agent": "a", "kind": "combination", "parent": "p1", "combo_id": 1}
+        return {"event": "experiment_started", "assignment": a}
+
+    def finished(exp_id, status, **extra):
+        r = {"exp_id": exp_id, "worker": "w0", "agent": "a", "kind": "combination", "parent": "p1", "commit": "",
+             "description": "combine", "status": status, "metric": None}
+        return {"event": "experiment_finished", "record": r, **extra}
+
+    head = [{"event": "run_started", "tag": "t", "base_commit": "b", "config": {"workers": 1}}, queued, started(4)]
+    s = replay(head)
+    assert s.queue == []
+    s.apply(finished(4, "interrupted"))
+    assert [c["combo_id"] for c in s.queue] == [1] and s.queue[0]["files"] == {"t.py": "x\n"}
+    s.apply(started(5))  # handed out again, once
+    assert s.queue == []
+    s.apply(finished(5, "crash", lost=True))  # its worker actor died under it
+    assert [c["combo_id"] for c in s.queue] == [1]
+    assert replay(head + [finished(4, "interrupted"), started(5), finished(5, "crash", lost=True)]).queue == s.queue
+    ran = replay(head + [finished(4, "crash")])  # the combination itself crashed: it stands
+    assert ran.queue == []

@@ -178,6 +178,7 @@ def test_persistent_server_error_raises_agent_error_fast(tmp_path):
         assert time.monotonic() - start < 10
     assert len(server.requests) == 3
     assert "\n" not in str(info.value)
+    assert not info.value.permanent  # an outage: the worker waits and asks again
 
 
 def test_retry_wait_cap_ends_retries_early(tmp_path):
@@ -187,11 +188,13 @@ def test_retry_wait_cap_ends_retries_early(tmp_path):
     assert len(server.requests) <= 3
 
 
-def test_permanent_error_is_not_retried(tmp_path):
-    with FakeLLMServer(default=Reply(status=401)) as server:
-        with pytest.raises(AgentError, match="401"):
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_permanent_error_is_not_retried(tmp_path, status):
+    with FakeLLMServer(default=Reply(status=status)) as server:
+        with pytest.raises(AgentError, match=str(status)) as info:
             agent(server).propose(make_ctx(tmp_path))
     assert len(server.requests) == 1
+    assert info.value.permanent  # bad key / no access / unknown model / bad request: retire the worker
 
 
 def test_keys_go_in_headers_never_in_prompts(tmp_path, monkeypatch):
@@ -209,9 +212,9 @@ def test_keys_go_in_headers_never_in_prompts(tmp_path, monkeypatch):
 def test_missing_key_env_is_an_agent_error(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with FakeLLMServer([GOOD]) as server:
-        with pytest.raises(AgentError, match="NO_SUCH_KEY_VAR"):
+        with pytest.raises(AgentError, match="NO_SUCH_KEY_VAR") as info:
             agent(server, api_key=None, api_key_env="NO_SUCH_KEY_VAR").propose(make_ctx(tmp_path))
-    assert server.requests == []
+    assert server.requests == [] and info.value.permanent
 
 
 def test_make_agent_builds_it_and_rejects_unknown_options():

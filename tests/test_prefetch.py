@@ -110,7 +110,15 @@ def test_ask_agent_sorts_outcomes():
 
     a = ask_agent(Outage(), Ctx(), prefetched=True)
     assert a.proposal is None and a.failure.error == "down" and a.failure.usage.cost_usd == 0.01
-    assert a.failure.prefetched and a.usage.calls == 2
+    assert a.failure.prefetched and a.usage.calls == 2 and not a.failure.permanent
+
+    class BadKey:
+        def propose(self, ctx):
+            from swarm.errors import AgentError
+
+            raise AgentError("401 bad key", permanent=True)
+
+    assert ask_agent(BadKey(), Ctx()).failure.permanent
     b = ask_agent(Buggy(), Ctx())
     assert b.failure is None and "KeyError" in b.proposal.error
 
@@ -255,3 +263,14 @@ def test_replay_withdraws_assignments_reuses_ids_and_counts_failed_usage():
     assert s.agent_errors == 1 and s.total_usage().cost_usd == pytest.approx(0.25)
     s.apply(start(1, "w1"))
     assert s.next_exp_id == 3
+
+
+def test_merge_versions_combines_per_path_with_missing_files():
+    from swarm.merge import merge_versions
+
+    ours, theirs = BASE.replace("A = 1", "A = 10"), BASE.replace("C = 3", "C = 30")
+    assert merge_versions({"t.py": BASE}, {"t.py": ours}, {"t.py": theirs}, ["t.py"]) == {
+        "t.py": "A = 10\n\nB = 2\n\nC = 30\n"}
+    assert merge_versions({"t.py": BASE}, {"t.py": ours}, {"t.py": BASE.replace("A = 1", "A = 2")}, ["t.py"]) is None
+    assert merge_versions({}, {"n.py": "x\n"}, {"n.py": "x\n"}, ["n.py", "gone.py"]) == {"n.py": "x\n"}
+    assert merge_versions({"n.py": "x\n"}, {"n.py": "y\n"}, {}, ["n.py"]) is None  # edited vs deleted

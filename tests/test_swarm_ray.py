@@ -122,7 +122,7 @@ def test_conflicting_wins_skip_the_combination(cluster, tmp_path):
 
 def test_failures_never_stop_the_swarm(cluster, tmp_path):
     repo = make_standin_repo(tmp_path / "task", sleep=0.1)
-    steps = [{"CRASH": 1}, {"SLEEP": 30.0}, {"X": 1.0, "__touch__": "README.md"}, {"__error__": "no idea"},
+    steps = [{"CRASH": 1}, {"SLEEP": 30.0}, {"X": 1.0, "__write__": {"README.md": "touched\n"}}, {"__error__": "no idea"},
              {"NAN": 1}, {"X": 2.0}]
     cfg = config(repo, "fail", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=7,
                  task=standin_task(timeout=2.0))
@@ -173,7 +173,8 @@ def _started(repo, tag, worker, kind="proposal"):
 
 def test_killed_worker_actor_is_replaced(cluster, tmp_path):
     repo = make_standin_repo(tmp_path / "task", sleep=0.2)
-    agents = [(SCRIPTED, {"steps": [{"X": 1.0}, {"X": 2.0}, {"X": 3.0}]}),
+    # w0 is slow enough that the replacement (it gets work once its setup reported) has some left
+    agents = [(SCRIPTED, {"steps": [{"X": 1.0, "SLEEP": 2.0}, {"X": 2.0, "SLEEP": 2.0}, {"X": 3.0, "SLEEP": 2.0}]}),
               (SCRIPTED, {"steps": [{"Y": -0.5, "SLEEP": 6.0}, {"Y": -1.0}]})]
     coord, thread, box = _run_in_thread(config(repo, "kill", agents, workers=2, max_experiments=8))
     victim = _wait_for(lambda: _started(repo, "kill", "w1"))
@@ -188,10 +189,65 @@ def test_killed_worker_actor_is_replaced(cluster, tmp_path):
     assert coord.slots[1].generation == 2
     later = [r for r in s.records.values() if r.worker == "w1" and r.exp_id > dead.exp_id]
     assert later and later[0].metric is not None  # the replacement measured in the repaired worktree
+    assert coord.slots[1].info["pid"] != 0 and not coord.setups and not coord.slots[1].retired
     assert len(s.records) == 8
     # the orphaned task of the dead actor was killed by its replacement, not left to finish
     log = repo / ".swarm" / "kill" / "logs" / f"{dead.exp_id}.log"
     assert "val_bpb" not in log.read_text()
+
+
+def test_replacement_actor_that_never_starts_retires_its_slot(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    agents = [(SCRIPTED, {"steps": [{"X": 1.0}, {"X": 2.0}, {"X": 3.0}]}),
+              (SCRIPTED, {"steps": [{"Y": -0.5, "SLEEP": 6.0}, {"Y": -1.0}]})]
+    coord, thread, box = _run_in_thread(config(repo, "noreplace", agents, workers=2, max_experiments=7))
+    coord.setup_timeout = 0.0  # the replacement's setup can never report in time
+    victim = _wait_for(lambda: _started(repo, "noreplace", "w1"))
+    time.sleep(0.5)
+    ray.kill(coord.slots[1].actor)
+    thread.join(120)
+    assert not thread.is_alive() and "error" not in box, box.get("error")
+    assert box["summary"].reason == "max_experiments"
+    check_invariants(repo, "noreplace")
+    s = records(repo, "noreplace")
+    assert s.records[victim["exp_id"]].status == Status.CRASH
+    assert coord.slots[1].retired and coord.slots[1].generation == 2 and not coord.setups
+    assert any("w1 retired" in n and "did not start" in n for n in s.notes)
+    assert not [r for r in s.records.values() if r.worker == "w1" and r.exp_id > victim["exp_id"]]
+    assert len(s.records) == 7  # w0 did the rest
+
+
+def test_permanent_agent_error_retires_workers_and_ends_the_run(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.1)
+    agents = [(SCRIPTED, {"steps": [{"__outage__": "401 invalid api key", "__permanent__": True}]})]
+    lines: list[str] = []
+    summary = Coordinator(config(repo, "perm", agents, workers=2, max_experiments=10), out=lines.append).run()
+    assert summary.reason == "no_workers" and "every worker is retired" in summary.message
+    check_invariants(repo, "perm")
+    s = records(repo, "perm")
+    assert sorted(s.records) == [1, 2] and s.stop_reason == "no_workers"  # the baselines; then no one asked again
+    assert s.agent_errors == 2 and not s.running()
+    assert sorted(n.split()[0] for n in s.notes if " retired: agent " in n and "failed permanently" in n) == ["w0", "w1"]
+    assert any("permanent" in line for line in lines) and any("every worker is retired" in line for line in lines)
+
+
+def test_git_failure_storing_one_result_crashes_only_that_experiment(cluster, tmp_path, monkeypatch):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    real = gitops.write_ref
+
+    def flaky(r, ref, sha):
+        if ref.endswith("/exp/3"):
+            raise gitops.GitError("cannot lock ref (simulated)")
+        return real(r, ref, sha)
+
+    monkeypatch.setattr(gitops, "write_ref", flaky)
+    summary = Coordinator(config(repo, "gitfail", [HILL], workers=2, max_experiments=6), out=lambda _: None).run()
+    assert summary.reason == "max_experiments"
+    check_invariants(repo, "gitfail")  # every other commit has its exp ref
+    s = records(repo, "gitfail")
+    assert s.records[3].status == Status.CRASH and "could not be stored" in s.records[3].error
+    assert s.records[3].commit == "" and len(s.records) == 6
+    assert all(r.metric is not None for i, r in s.records.items() if i != 3)
 
 
 def test_stop_records_running_as_interrupted_then_resume(cluster, tmp_path):

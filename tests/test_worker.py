@@ -87,10 +87,49 @@ def test_failures_are_recorded_not_raised(repo, step, status, error):
 
 
 def test_invalid_with_commit_keeps_the_commit(repo):
-    w = make_worker(repo, [{"X": 1.0, "__touch__": "README.md"}])
+    """A worktree-editing agent (command agent: files={}) that changed another file: its commit stays."""
+    w = make_worker(repo, [{"X": 1.0, "__write__": {"README.md": "touched\n"}}])
     rec = w.run(assign(repo, 4)).record
-    assert rec.status == Status.INVALID and rec.commit and rec.commit != rec.parent
+    assert rec.status == Status.INVALID and rec.commit and rec.commit != rec.parent and "other than" in rec.error
     assert git(repo, "show", f"{rec.commit}:README.md") == "touched"
+
+
+@pytest.mark.parametrize("path", ["README.md", ".git/config", ".git", "../escape.txt", "sub/new.py"])
+def test_proposal_outside_the_mutable_files_is_invalid_before_writing(repo, path):
+    w = make_worker(repo, [{"X": 1.0, "__touch__": path}, {"X": 2.0}])
+    git_entry = (w.checkout / ".git").read_bytes()
+    rec = w.run(assign(repo, 4)).record
+    assert rec.status == Status.INVALID and rec.commit == "" and "other than" in rec.error
+    assert (w.checkout / ".git").read_bytes() == git_entry and not (repo / ".swarm" / "t" / "worktrees" / "escape.txt").exists()
+    assert (w.checkout / "README.md").read_text() == "stand-in task\n" and not (w.checkout / "sub").exists()
+    assert "X = 0.0" in (w.checkout / "train.py").read_text()  # nothing was written
+    assert w.run(assign(repo, 5)).record.status == Status.KEEP  # the worker goes on
+
+
+def test_worktree_agent_writing_git_files_is_invalid_not_a_crash(repo):
+    w = make_worker(repo, [{"X": 1.0, "__write__": {".git": "gitdir: /nowhere\n"}}, {"X": 2.0}])
+    git_entry = (w.checkout / ".git").read_bytes()
+    rec = w.run(assign(repo, 4)).record
+    assert rec.status == Status.INVALID and ".git" in rec.error and rec.commit == ""
+    assert (w.checkout / ".git").read_bytes() == git_entry  # restored
+    assert w.run(assign(repo, 5)).record.status == Status.KEEP
+
+
+def test_ignored_files_are_invalid_and_never_outlive_an_experiment(tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.05)
+    (repo / ".gitignore").write_text("*.cache\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-qm", "ignore caches")
+    w = make_worker(repo, [{"X": 1.0, "__write__": {"helper.cache": "import os\n"}}, {"X": 2.0}])
+    rec = w.run(assign(repo, 4)).record
+    assert rec.status == Status.INVALID and "git-ignored" in rec.error and "helper.cache" in rec.error
+    assert not (w.checkout / "helper.cache").exists()
+    (w.checkout / "left.cache").write_text("a task's leftover")
+    (w.checkout / "__pycache__").mkdir()
+    (w.checkout / "__pycache__" / "x.pyc").write_text("")
+    assert w.run(assign(repo, 5)).record.status == Status.KEEP  # __pycache__ alone is not the agent's doing
+    assert not (w.checkout / "left.cache").exists()  # sync cleaned the worker's own worktree (git clean -x)
+    assert not (repo / "left.cache").exists()
 
 
 def test_task_env_is_scrubbed_and_marked(repo, tmp_path, monkeypatch):

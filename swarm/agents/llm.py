@@ -8,9 +8,10 @@ into `Proposal.usage`.
 
 Transient API failures (rate limits, connection errors, timeouts, 5xx) are retried here with
 exponential backoff, honouring Retry-After, within `num_retries` and `max_retry_wait`; after
-that, or at once for a permanent error (bad key, unknown model), `AgentError` is raised with a
-one-line message and `usage` attached: the worker catches it, waits and asks again later, so an
-outage never ends the run. Keys come from the provider's usual env variables or from the variable
+that, or at once for an error retrying cannot fix, `AgentError` is raised with a one-line
+message and `usage` attached: the worker catches it, waits and asks again later, so an outage
+never ends the run. Errors that asking again cannot fix (bad key, no access, unknown model, a bad
+request) carry `permanent=True`: the coordinator retires that worker instead. Keys come from the provider's usual env variables or from the variable
 named by `api_key_env`; they are never put into prompts or records. Not covered: enforcing
 `max_cost` (the coordinator does, from the usage), prefetching proposals.
 """
@@ -167,7 +168,8 @@ class LLMAgent:
         if self.api_key_env:
             value = os.environ.get(self.api_key_env)
             if not value:
-                raise AgentError(f"{self.name}: environment variable {self.api_key_env} (api_key_env) is not set")
+                raise AgentError(f"{self.name}: environment variable {self.api_key_env} (api_key_env) is not set",
+                                 permanent=True)
             return value
         return self._api_key
 
@@ -219,6 +221,18 @@ class LLMAgent:
         code = _status(exc)
         return code is not None and (code in _RETRY_STATUS or code >= 500)
 
+    def _permanent(self, litellm: Any, exc: BaseException) -> bool:
+        """Asking again cannot help: bad key, no access, unknown model, a request the API refuses
+        (a content-policy refusal is about this prompt only: not permanent)."""
+        if isinstance(exc, getattr(litellm, "ContentPolicyViolationError", ())):
+            return False
+        permanent = tuple(
+            getattr(litellm, n)
+            for n in ("AuthenticationError", "PermissionDeniedError", "NotFoundError", "BadRequestError")
+            if hasattr(litellm, n)
+        )
+        return isinstance(exc, permanent) or _status(exc) in (400, 401, 403, 404)
+
     def complete(self, messages: list[dict], seed: int = 0) -> tuple[str, Usage]:
         """One chat completion: (reply text, usage). Raises AgentError after retries."""
         litellm = import_litellm()
@@ -239,7 +253,7 @@ class LLMAgent:
                 if not self._retryable(litellm, exc):
                     if isinstance(exc, getattr(litellm, "ContextWindowExceededError", ())):
                         what += f" (lower the context_tokens option, now {self.context_tokens})"
-                    raise AgentError(f"{self.name}: {what}") from None
+                    raise AgentError(f"{self.name}: {what}", permanent=self._permanent(litellm, exc)) from None
                 delay = _retry_after(exc)
                 if delay is None:
                     delay = self.retry_base_delay * (2**attempt) * (0.5 + random.random() / 2)
