@@ -181,3 +181,20 @@ def test_a_bad_profile_is_a_one_line_error(monkeypatch, capsys):
     assert main(["prepare", "--source", "stdlib", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "AUTORESEARCH_PROFILE='tpu'" in err
+
+
+def test_run_summary_says_why_a_run_ended_early():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from swarm.commands.run import format_summary
+
+    s = SimpleNamespace(
+        tag="t", reason="no_workers", experiments=2, seconds=75, best=None, baseline=None, noise=None,
+        counts={"keep": 2}, overhead_s=(), run_dir=Path("/r"), lane_bests={},
+        message="every worker is retired (last: w1 agent openai/x failed permanently)",
+    )
+    text = format_summary(s)
+    assert text.splitlines()[0] == "run t stopped (no_workers) after 2 experiments in 1m15s"
+    assert text.splitlines()[1].startswith("every worker is retired")
+    assert "best branch: swarm/t/best" in text

@@ -177,12 +177,16 @@ def run(args: argparse.Namespace) -> int:
     coordinator = Coordinator(config, out=lambda line: print(line, flush=True), stop=stop, on_connected=_install_handlers)
     summary = coordinator.run()
     print(format_summary(summary, config.task.metric))
+    if summary.reason == "no_workers":
+        return 1  # every worker retired: the run could not go on (the summary says why)
     return 130 if summary.reason == "interrupted" else 0
 
 
 def format_summary(s, metric: str = "val_bpb") -> str:
     minutes, seconds = divmod(int(s.seconds), 60)
     lines = [f"run {s.tag} stopped ({s.reason}) after {s.experiments} experiments in {minutes}m{seconds:02d}s"]
+    if getattr(s, "message", ""):
+        lines.append(s.message)
     if s.best is not None:
         base = f"baseline {s.baseline:.6f} (noise {s.noise:.6f}); " if s.baseline is not None else ""
         gain = f", {s.best.metric - s.baseline:+.6f} vs baseline" if s.baseline is not None else ""
@@ -202,5 +206,6 @@ def format_summary(s, metric: str = "val_bpb") -> str:
     if s.overhead_s:
         ordered = sorted(s.overhead_s)
         lines.append(f"coordinator overhead per experiment: median {ordered[len(ordered) // 2] * 1000:.1f} ms")
-    lines.append(f"results: {s.run_dir / 'results.tsv'}; best branch: swarm/{s.tag}/best")
+    branch = f"swarm/{s.tag}/<lane>/best" if getattr(s, "lane_bests", None) else f"swarm/{s.tag}/best"
+    lines.append(f"results: {s.run_dir / 'results.tsv'}; best branch: {branch}")
     return "\n".join(lines)
