@@ -187,6 +187,16 @@ def latest_tag(repo: Path) -> str:
     return runs[-1]
 
 
+def existing_journal(repo: Path, tag: str | None) -> tuple[str, Path]:
+    """(tag, journal path) of a run that exists: `tag`, or the most recent run when None."""
+    tag = tag or latest_tag(repo)
+    path = run_dir(repo, tag) / "journal.jsonl"
+    if not path.is_file():
+        known = ", ".join(list_runs(repo)) or "none"
+        raise ConfigError(f"no run tagged {tag!r} in {repo} (runs: {known})")
+    return tag, path
+
+
 @dataclass(frozen=True)
 class WorkerPlan:
     """How many workers and what each asks Ray for."""

@@ -34,17 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_report(repo_arg: str | None, tag: str | None, by: str = "agent", target: float | None = None):
     from swarm import config as C
-    from swarm.errors import ConfigError
     from swarm.journal import read_events
     from swarm.project import find_repo_root
     from swarm.report import build_report
 
     repo = find_repo_root(repo_arg)
-    tag = tag or C.latest_tag(repo)
-    path = C.run_dir(repo, tag) / "journal.jsonl"
-    if not path.exists():
-        known = ", ".join(C.list_runs(repo)) or "none"
-        raise ConfigError(f"no run tagged {tag!r} in {repo} (runs: {known})")
+    tag, path = C.existing_journal(repo, tag)
     return build_report(read_events(path), by=by, target=target)
 
 

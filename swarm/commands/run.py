@@ -76,12 +76,10 @@ def build_config(args: argparse.Namespace):
     repo = find_repo_root(args.repo)
     stored: dict = {}
     if args.resume:
-        tag = args.tag or C.latest_tag(repo)
-        path = C.run_dir(repo, tag) / "journal.jsonl"
+        tag, path = C.existing_journal(repo, args.tag)
         started = [e for e in read_events(path) if e["event"] == "run_started"]
         if not started:
-            known = ", ".join(C.list_runs(repo)) or "none"
-            raise ConfigError(f"no run tagged {tag!r} to resume in {repo} (runs: {known})")
+            raise ConfigError(f"run {tag!r} in {repo} never started (its journal has no run_started event)")
         stored = started[0]["config"]
     else:
         tag = args.tag or C.default_tag(repo)

@@ -32,18 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
 def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int = 5, now: float | None = None) -> str:
     from swarm import config as C
-    from swarm.errors import ConfigError
     from swarm.journal import read_events
     from swarm.lanes import best_branch
     from swarm.project import find_repo_root
     from swarm.state import replay
 
     repo = find_repo_root(repo_arg)
-    tag = tag or C.latest_tag(repo)
-    path = C.run_dir(repo, tag) / "journal.jsonl"
-    if not path.exists():
-        known = ", ".join(C.list_runs(repo)) or "none"
-        raise ConfigError(f"no run tagged {tag!r} in {repo} (runs: {known})")
+    tag, path = C.existing_journal(repo, tag)
     s = replay(read_events(path))
     now = now or time.time()
     metric = s.config.get("task", {}).get("metric", "val_bpb")
