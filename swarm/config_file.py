@@ -28,11 +28,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from swarm.errors import ConfigError
+from swarm.task import read_toml
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 TABLES = ("run", "agents")
 NOT_IN_FILE = ("config", "resume", "help")  # flags that only make sense on the command line
@@ -77,12 +74,7 @@ def option_types(parser) -> dict[str, OptionType]:
 
 def load_run_file(path: str | Path, types: Mapping[str, OptionType]) -> RunFile:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "config file")
     for key in data:
         if key not in TABLES:
             raise ConfigError(f"config file {path}: unknown key {key!r} (tables: [run], [agents.\"SPEC\"])")

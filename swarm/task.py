@@ -78,15 +78,21 @@ def gpt_task(profile_name: str | None = None) -> TaskSpec:
     )
 
 
+def read_toml(path: Path, what: str) -> dict:
+    """The TOML document at `path`; a missing or malformed file is a one-line ConfigError naming
+    `what` ("task file", "config file")."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_task(path: str | Path) -> TaskSpec:
     """Read a task from a TOML file with a [task] table (keys as TaskSpec's fields)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"task file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"task file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "task file")
     table = data.get("task")
     if not isinstance(table, dict):
         raise ConfigError(f"task file {path} has no [task] table")
