@@ -37,7 +37,11 @@ class SwarmConfig:
     workers: int | None = None  # None: one per GPU, or what fits the cores on a CPU-only cluster
     max_experiments: int | None = None  # total for the run, across resumes
     hours: float | None = None  # wall-clock limit of this invocation
-    min_delta: float = 0.0  # an improvement must beat the best by more than this
+    min_delta: float = 0.0  # an improvement must beat the best by more than this (an extra floor)
+    confidence: float = 0.99  # noise gate: how sure a promotion must be (higher: more confirmation runs)
+    gate: bool = True  # False: the classic rule, keep any measured improvement at once (no confirmations)
+    max_runs: int = 4  # measurements of one candidate commit before the gate must decide
+    baseline_runs: int = 3  # first-wave baseline runs at least (one per worker, at least this many)
     address: str | None = None  # Ray cluster to join; None: start a local one
     profile: str | None = None  # "gpu" / "cpu" (GPT task), passed to the task as AUTORESEARCH_PROFILE
     source: str | None = None  # data source for prepare (GPT task)
@@ -65,6 +69,10 @@ class SwarmConfig:
             raise ConfigError("--hours must be positive")
         if self.min_delta < 0:
             raise ConfigError("--min-delta must be >= 0")
+        if not 0.5 < self.confidence < 1:
+            raise ConfigError("--confidence must be between 0.5 and 1 (e.g. 0.99)")
+        if self.max_runs < 1 or self.baseline_runs < 1:
+            raise ConfigError("--max-runs and --baseline-runs must be at least 1")
         if self.max_cost is not None and self.max_cost <= 0:
             raise ConfigError("--max-cost must be positive")
         if self.agent_backoff < 0 or self.agent_backoff_max < self.agent_backoff:
@@ -105,6 +113,10 @@ class SwarmConfig:
             "max_experiments": self.max_experiments,
             "hours": self.hours,
             "min_delta": self.min_delta,
+            "confidence": self.confidence,
+            "gate": self.gate,
+            "max_runs": self.max_runs,
+            "baseline_runs": self.baseline_runs,
             "address": self.address,
             "profile": self.profile,
             "source": self.source,

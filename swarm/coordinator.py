@@ -31,8 +31,10 @@ from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal, read_events
 from swarm.lanes import MAIN, best_ref, split_workers
 from swarm.merge import merge_versions
+from swarm.noise import GatePolicy, Noise, Verdict
+from swarm.promotion import confirm_description, confirm_targets, judge, reapply_diff
 from swarm.pacing import over_budget
-from swarm.records import ExperimentRecord, Kind, Status, Usage
+from swarm.records import ExperimentRecord, Kind, Reapply, Status, Usage
 from swarm.slots import Slot, WorkerSlots, short_error as _short
 from swarm.state import RunState, replay
 
@@ -56,6 +58,10 @@ class RunSummary:
     usage: Usage = Usage()  # the agents' calls, tokens and cost (failed attempts included)
     agent_errors: int = 0  # failed agent attempts (outages: nothing ran)
     message: str = ""  # why a run ended early, for the user (reason "no_workers": every worker retired)
+    sigma: Noise = Noise(None, 0, 0)  # the noise model at the end of the run
+    confirm_share: float = 0.0  # share of GPU time (time inside the task) spent on confirmations
+    pending: int = 0  # candidates still waiting for a confirmation when the run stopped
+    best_runs: int = 0  # measurements behind the best's metric
 
 
 class Coordinator(WorkerSlots):
@@ -80,6 +86,8 @@ class Coordinator(WorkerSlots):
         self.overheads: list[float] = []
         self.best_ref = best_ref(config.tag, MAIN)
         self.fatal: str | None = None
+        self.policy = GatePolicy(config.confidence, config.max_runs, config.min_delta)
+        self.claims = None  # swarm.claims actor, created with the workers
 
     # ---- journal: every event goes through here ------------------------------------------
 
@@ -112,11 +120,13 @@ class Coordinator(WorkerSlots):
         if self.fatal:
             raise SwarmError(self.fatal)
         s = self.state
+        best_sample = s.sample(s.best.commit) if s.best else None
         return RunSummary(
             self.config.tag, reason, s.best, s.baseline_metric, s.noise, dict(s.counts()),
             len(s.records), time.monotonic() - t0, tuple(self.overheads), self.config.run_dir,
             dict(s.bests) if self.config.compare else {}, s.total_usage(), s.agent_errors,
-            self.no_workers if reason == "no_workers" else "",
+            self.no_workers if reason == "no_workers" else "", s.noise_model(), s.confirm_share(),
+            sum(len(v) for v in s.pending.values()), best_sample.n if best_sample else 0,
         )
 
     def _connect_ray(self) -> None:
@@ -170,7 +180,7 @@ class Coordinator(WorkerSlots):
         if dirty:
             raise ConfigError(f"uncommitted changes in {', '.join(dirty)}: commit them first (the swarm starts from HEAD)")
         plan = self._split(plan_workers(ray.cluster_resources(), cfg.workers))
-        config = {**cfg.to_dict(), "workers": plan.count}
+        config = {**cfg.to_dict(), "workers": plan.count, "wave_size": max(plan.count, cfg.baseline_runs)}
         self._log(EventType.RUN_STARTED, tag=cfg.tag, base_commit=gitops.head_commit(self.repo), config=config)
         if cfg.compare:
             lanes = cfg.lanes
@@ -246,19 +256,23 @@ class Coordinator(WorkerSlots):
             return "max_cost"
         return reason
 
-    def _view(self, stopping: bool, lane: str = MAIN) -> SchedulerView:
+    def _view(self, stopping: bool, lane: str = MAIN, worker: str = "") -> SchedulerView:
         s = self.state
         running = [slot.busy for slot in self.slots if slot.busy]
         return SchedulerView(
             started=len(s.assignments), baseline_done=s.lane_best(lane) is not None,
             baselines_to_start=s.baselines_to_start(running), queued_combinations=len(s.queue_for(lane)),
             max_experiments=self.config.max_experiments, stopping=stopping,
+            confirms_wanted=len(self._confirm_targets(lane, worker, running)) if self.config.gate else 0,
         )
+
+    def _confirm_targets(self, lane: str, worker: str, running: list[Assignment]) -> list[str]:
+        return confirm_targets(self.state, lane, worker, running, self.config.baseline_runs)
 
     def _fill_idle(self, stopping: bool) -> None:
         for slot in self.slots:
             if slot.ready:
-                kind = next_kind(self._view(stopping, slot.lane))
+                kind = next_kind(self._view(stopping, slot.lane, slot.spec.name))
                 if kind is None:
                     continue
                 self._assign(slot, kind)
@@ -266,20 +280,29 @@ class Coordinator(WorkerSlots):
     def _assign(self, slot: Slot, kind: Kind) -> None:
         s, exp_id = self.state, self.state.next_exp_id
         extra: dict[str, Any] = {}
+        best = s.lane_best(slot.lane)
         if kind == Kind.BASELINE:
             parent, parent_metric = s.base_commit, None
+        elif kind == Kind.CONFIRM:
+            running = [other.busy for other in self.slots if other.busy]
+            parent, parent_metric = self._confirm_targets(slot.lane, slot.spec.name, running)[0], best.metric
+            extra = dict(description=confirm_description(s, parent))
         elif kind == Kind.COMBINATION:
             combo = s.queue_for(slot.lane)[0]
-            parent, parent_metric = combo["parent"], combo["parent_metric"]
-            extra = dict(description=combo["description"], files=tuple(sorted(combo["files"].items())),
-                         combo_id=combo["combo_id"])
+            extra = dict(description=combo["description"], combo_id=combo["combo_id"])
+            if combo.get("reapply"):  # a lost win: its agent re-applies the change on the best as it is now
+                kind, parent, parent_metric = Kind.PROPOSAL, best.commit, best.metric
+                extra["reapply"] = Reapply(**combo["reapply"])
+            else:
+                parent, parent_metric = combo["parent"], combo["parent_metric"]
+                extra["files"] = tuple(sorted(combo["files"].items()))
         else:
-            best = s.lane_best(slot.lane)
             parent, parent_metric = best.commit, best.metric
         history = s.history(HISTORY_LIMIT, lane=slot.lane if self.config.compare else None)
         a = Assignment(
             exp_id=exp_id, worker=slot.spec.name, agent=slot.info.get("agent", slot.spec.agent.name), kind=kind,
-            parent=parent, parent_metric=parent_metric, noise=s.noise, seed=experiment_seed(self.config.seed, exp_id),
+            parent=parent, parent_metric=parent_metric, noise=s.noise_model().sigma or s.noise,
+            seed=experiment_seed(self.config.seed, exp_id),
             started_at=time.time(), history=history, lane=slot.lane, **extra,
         )
         self._log(EventType.EXPERIMENT_STARTED, assignment=a.to_dict())
@@ -353,19 +376,68 @@ class Coordinator(WorkerSlots):
 
         `lost`: it never really ran (its worker died under it); a combination is queued again."""
         self._log(EventType.EXPERIMENT_FINISHED, record=record.to_dict(), **({"lost": True} if lost else {}))
+        if self.claims is not None:  # its change is no longer in flight (free again if it never ran)
+            never_ran = lost or record.status == Status.INTERRUPTED
+            (self.claims.release if never_ran else self.claims.finish).remote(record.exp_id)
         self._decide(record)
 
     def _decide(self, record: ExperimentRecord) -> None:
         s, task = self.state, self.config.task
         best_before = s.lane_best(record.lane)
         d = decide(record, best_before, task.direction, self.config.min_delta)
-        self._log(EventType.DECISION, exp_id=record.exp_id, status=d.status.value, reason=d.reason,
-                  best_metric=best_before.metric if best_before else None)
+        gated = (self.config.gate and d.status in (Status.KEEP, Status.DISCARD) and record.kind != Kind.BASELINE
+                 and best_before is not None)
+        if gated:
+            self._gate(record, best_before)
+        else:
+            self._log(EventType.DECISION, exp_id=record.exp_id, status=d.status.value, reason=d.reason,
+                      best_metric=best_before.metric if best_before else None)
+            if record.kind == Kind.CONFIRM and record.commit in s.pending:
+                self._confirm_failed(record)
         if record.kind == Kind.BASELINE and self._lanes_without_best():
             self._maybe_finish_wave()
-        if d.promote:
+        if d.promote and not gated:
             self._promote(record, best_before, d.combine)
         self._progress(s.records[record.exp_id], best_before)
+
+    def _gate(self, record: ExperimentRecord, best: Best) -> None:
+        """The noise gate's decision on a clean measurement of a proposal, combination or confirmation.
+
+        The verdict is about the commit (all its measurements): promote or discard decides every
+        experiment of it still pending; "measure again" leaves this one pending and a confirmation
+        is scheduled ahead of fresh proposals. A re-measurement of the best itself is kept."""
+        s, commit = self.state, record.commit
+        if record.kind == Kind.CONFIRM and commit not in s.pending:
+            is_best = commit == best.commit
+            self._log(EventType.DECISION, exp_id=record.exp_id, status=(Status.KEEP if is_best else Status.DISCARD).value,
+                      reason=("re-measured the best: " if is_best else "its commit was decided meanwhile: ")
+                      + f"mean {s.sample(commit).mean:.6f} over {s.sample(commit).n} runs", best_metric=best.metric)
+            return
+        result = judge(s, commit, best, self.policy)
+        if result.verdict == Verdict.MEASURE_AGAIN:
+            self._log(EventType.DECISION, exp_id=record.exp_id, status=Status.PENDING.value, reason=result.reason,
+                      best_metric=best.metric, z=result.z)
+            return
+        status = Status.KEEP if result.verdict == Verdict.PROMOTE else Status.DISCARD
+        for exp_id in [*s.pending.get(commit, []), record.exp_id]:
+            if exp_id == record.exp_id or s.records[exp_id].status == Status.PENDING:
+                self._log(EventType.DECISION, exp_id=exp_id, status=status.value, reason=result.reason,
+                          best_metric=best.metric, z=result.z)
+        if status == Status.KEEP:
+            first = min((r for r in s.records.values() if r.commit == commit and r.kind != Kind.CONFIRM),
+                        key=lambda r: r.exp_id, default=record)
+            self._promote(first.replace(metric=s.sample(commit).mean), best, combine=first.parent != best.commit)
+
+    def _confirm_failed(self, record: ExperimentRecord) -> None:
+        """A confirmation crashed or timed out: after two such failures the candidate is discarded."""
+        s, commit = self.state, record.commit
+        failed = sum(1 for r in s.records.values() if r.kind == Kind.CONFIRM and r.commit == commit
+                     and r.status not in (Status.KEEP, Status.DISCARD, Status.PENDING, Status.INTERRUPTED))
+        if failed < 2:
+            return
+        for exp_id in list(s.pending.get(commit, [])):
+            self._log(EventType.DECISION, exp_id=exp_id, status=Status.DISCARD.value,
+                      reason=f"its confirmations failed {failed} times (last: {record.error[:120]})")
 
     def _settle(self) -> None:
         """Finish what a coordinator killed between two events left half-done (on resume)."""
@@ -373,13 +445,15 @@ class Coordinator(WorkerSlots):
         for exp_id, record in sorted(s.verdicts.items()):
             if exp_id not in s.records:  # finished but never decided
                 self._decide(record)
-        promoted = {b.exp_id for b in s.best_history}
+        promoted = {b.commit for b in s.best_history}
         for record in s.finished_records():  # decided keep but the best never advanced to it
             best = s.lane_best(record.lane)
-            if (record.kind != Kind.BASELINE and record.status == Status.KEEP and record.exp_id not in promoted
-                    and best is not None and record.metric is not None
-                    and improves(record.metric, best.metric, self.config.task.direction, self.config.min_delta)):
-                self._promote(record, best, combine=False)
+            sample = s.sample(record.commit)
+            if (record.kind not in (Kind.BASELINE, Kind.CONFIRM) and record.status == Status.KEEP
+                    and record.commit not in promoted and best is not None and sample is not None
+                    and improves(sample.mean, best.metric, self.config.task.direction, self.config.min_delta)):
+                self._promote(record.replace(metric=sample.mean), best, combine=False)
+                promoted.add(record.commit)
         if self._lanes_without_best() and s.wave_size:
             self._maybe_finish_wave()
 
@@ -398,9 +472,9 @@ class Coordinator(WorkerSlots):
             self.fatal = f"every baseline run failed{where}"
             return
         if s.baseline_metric is None:
-            median, noise = baseline_stats(metrics)
+            mean, sigma = baseline_stats(metrics)
             ids = [r.exp_id for r in s.records.values() if r.kind == Kind.BASELINE and r.metric is not None]
-            self._log(EventType.BASELINE_MEASURED, commit=s.base_commit, metric=median, noise=noise, exp_ids=ids)
+            self._log(EventType.BASELINE_MEASURED, commit=s.base_commit, metric=mean, noise=sigma, exp_ids=ids)
         for lane in self._lanes_without_best():  # every lane starts from the same measured baseline
             gitops.update_ref(self.repo, best_ref(self.config.tag, lane), s.base_commit)
             self._log(EventType.BEST_ADVANCED, commit=s.base_commit, metric=s.baseline_metric, exp_id=None,
@@ -426,8 +500,7 @@ class Coordinator(WorkerSlots):
             return
         files = merge_versions(base, ours, theirs, paths)
         if files is None:
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
-                      reason=f"its change conflicts with the best it raced against ({old.commit[:7]})")
+            self._queue_reapply(record, old)
             return
         if all(files.get(p) == ours[p] for p in paths):
             self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
@@ -439,8 +512,25 @@ class Coordinator(WorkerSlots):
                   parent=record.commit, parent_metric=record.metric, files=files, description=description,
                   sources=[record.exp_id, old.exp_id], lane=record.lane)
 
+    def _queue_reapply(self, record: ExperimentRecord, old: Best) -> None:
+        """The promoted candidate's change conflicts with the best it displaced: that win's change is
+        not dropped but queued for its agent to re-apply on top of the new best."""
+        lost = self.state.records.get(old.exp_id) if old.exp_id is not None else None
+        if lost is None:
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
+                      reason=f"its change conflicts with the best it raced against ({old.commit[:7]})")
+            return
+        paths = self.config.task.mutable_files
+        before, after = ({p: gitops.file_at(self.repo, c, p) for p in paths} for c in (lost.parent, lost.commit))
+        reapply = {"exp_id": lost.exp_id, "description": lost.description, "diff": reapply_diff(before, after)}
+        self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1, parent=record.commit,
+                  parent_metric=record.metric, files={}, reapply=reapply, sources=[record.exp_id, lost.exp_id],
+                  description=f"re-apply #{lost.exp_id} ({lost.description}) on #{record.exp_id}: they conflict",
+                  lane=record.lane)
+
     def _export(self) -> None:
-        exports.write_exports(self.config.run_dir, self.state.finished_records(), self.config.task.metric)
+        exports.write_exports(self.config.run_dir, self.state.result_records(), self.config.task.metric,
+                              samples=self.state.measurements, sigma=self.state.noise_model().sigma)
 
     def _progress(self, r: ExperimentRecord, best_before: Best | None) -> None:
         best = self.state.lane_best(r.lane)

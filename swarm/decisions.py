@@ -6,11 +6,12 @@ are tested directly (tests/test_decisions.py). The coordinator applies the resul
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from swarm.records import ExperimentRecord, Kind, Status
+from swarm.records import ExperimentRecord, Kind, Reapply, Status
 
 # Worker verdicts that mean "measured cleanly": the decision then compares the metric.
 MEASURED = Status.KEEP
@@ -68,11 +69,11 @@ def decide(record: ExperimentRecord, best: Best | None, direction: str, min_delt
     return Decision(Status.KEEP, reason, promote=True, combine=raced)
 
 
-def baseline_stats(metrics: Sequence[float]) -> tuple[float, float]:
-    """(median, spread) of the first wave's baseline metrics; spread = max - min (0 for one run)."""
+def baseline_stats(metrics: Sequence[float]) -> tuple[float, float | None]:
+    """(mean, standard deviation) of the first wave's baseline metrics (None for one run)."""
     if not metrics:
         raise ValueError("no baseline metrics")
-    return float(statistics.median(metrics)), float(max(metrics) - min(metrics))
+    return float(statistics.fmean(metrics)), (float(statistics.stdev(metrics)) if len(metrics) > 1 else None)
 
 
 @dataclass(frozen=True)
@@ -82,16 +83,18 @@ class SchedulerView:
     started: int  # experiments started so far in the whole run (finished or running)
     baseline_done: bool  # the first wave has been measured (the worker's lane has a best)
     baselines_to_start: int  # first-wave runs still to hand out
-    queued_combinations: int  # of the worker's lane
+    queued_combinations: int  # of the worker's lane (re-applied wins included)
     max_experiments: int | None  # total for the run, across resumes; None: no limit
     stopping: bool = False  # Ctrl-C, --hours reached, or a fatal error
+    confirms_wanted: int = 0  # measurements the noise gate asks for in the worker's lane, not yet running
 
 
 def next_kind(view: SchedulerView) -> Kind | None:
     """What an idle worker should run next, or None (nothing for it now: wait or stop).
 
-    Order: the first wave's baselines; nothing until they are all measured; then queued
-    combinations (so parallel wins compose soon); then fresh proposals.
+    Order: the first wave's baselines; nothing until they are all measured; then confirmations
+    (a candidate in the noise gate's grey zone, or a best measured fewer times than the baseline);
+    then queued combinations and re-applied wins (so parallel wins compose soon); then fresh proposals.
     """
     if view.stopping:
         return None
@@ -99,6 +102,8 @@ def next_kind(view: SchedulerView) -> Kind | None:
         return None
     if not view.baseline_done:
         return Kind.BASELINE if view.baselines_to_start > 0 else None
+    if view.confirms_wanted > 0:
+        return Kind.CONFIRM
     if view.queued_combinations > 0:
         return Kind.COMBINATION
     return Kind.PROPOSAL
@@ -132,6 +137,7 @@ class Assignment:
     started_at: float = 0.0
     history: tuple = ()  # tuple[HistoryEntry, ...]
     lane: str = "main"  # the lane the experiment races for (swarm.lanes)
+    reapply: Reapply | None = None  # a proposal that re-applies a lost win's change (its agent is asked)
 
     def to_dict(self) -> dict:
         return {
@@ -147,6 +153,7 @@ class Assignment:
             "seed": self.seed,
             "started_at": self.started_at,
             "lane": self.lane,
+            **({"reapply": dataclasses.asdict(self.reapply)} if self.reapply else {}),
         }
 
     @classmethod
@@ -164,6 +171,7 @@ class Assignment:
             seed=int(d.get("seed", 0)),
             started_at=float(d.get("started_at", 0.0)),
             lane=d.get("lane", "main"),
+            reapply=Reapply(**d["reapply"]) if d.get("reapply") else None,
         )
 
 

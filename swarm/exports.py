@@ -1,20 +1,25 @@
 """`results.tsv` and `results.parquet`: exports of the journal, regenerated whole each time.
 
-One row per decided experiment, in the order they were decided. The TSV starts with the
-reference's five columns (commit, val_bpb, memory_gb, status, description: a crashed run shows
-0.000000 and 0.0 as in the reference) and goes on with worker, agent, kind, parent, exp_id,
-started_at, task_seconds, agent_seconds, cost_usd, tokens. The metric column is named after the
-task's metric (val_bpb for the GPT task). The parquet file has the same columns with full
-commits and nulls instead of zeros, plus parent_metric, finished_at, error and lane.
+One row per decided experiment (a candidate waiting for its confirmation shows status `pending`),
+in the order they were decided; a confirmation is a row of its own with kind `confirm`. The TSV
+starts with the reference's five columns (commit, val_bpb, memory_gb, status, description: the
+metric is this run's own measurement; a crashed run shows 0.000000 and 0.0 as in the reference),
+then runs, mean and stderr (how often the row's commit was measured in all, the mean of those
+measurements and its standard error sigma / sqrt(runs): the number promotion decides on), then
+worker, agent, kind, parent, exp_id, started_at, task_seconds, agent_seconds, cost_usd, tokens. The
+metric column is named after the task's metric (val_bpb for the GPT task). The parquet file has the
+same columns with full commits and nulls instead of zeros, plus parent_metric, finished_at, error
+and lane.
 Not covered: reading the journal (swarm.state).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from swarm.records import ExperimentRecord
 
@@ -24,8 +29,20 @@ TAIL_COLUMNS = (
 )
 
 
+SAMPLE_COLUMNS = ("runs", "mean", "stderr")
+
+
 def columns(metric: str = "val_bpb") -> tuple[str, ...]:
-    return ("commit", metric, "memory_gb", "status", "description", *TAIL_COLUMNS)
+    return ("commit", metric, "memory_gb", "status", "description", *SAMPLE_COLUMNS, *TAIL_COLUMNS)
+
+
+def _sample(r: ExperimentRecord, samples: Mapping[str, Sequence[float]], sigma: float | None):
+    """(runs, mean, stderr) of the record's commit; (0, None, None) when it was never measured."""
+    values = samples.get(r.commit) if r.commit else None
+    if not values:
+        return 0, None, None
+    mean = math.fsum(values) / len(values)
+    return len(values), mean, (sigma / math.sqrt(len(values)) if sigma else None)
 
 
 def _clean(text: str) -> str:
@@ -36,9 +53,11 @@ def _iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t).isoformat(timespec="seconds") if t else ""
 
 
-def tsv_rows(records: Sequence[ExperimentRecord]) -> list[list[str]]:
+def tsv_rows(records: Sequence[ExperimentRecord], samples: Mapping[str, Sequence[float]] | None = None,
+             sigma: float | None = None) -> list[list[str]]:
     rows = []
     for r in records:
+        runs, mean, se = _sample(r, samples or {}, sigma)
         rows.append(
             [
                 r.commit[:7],
@@ -46,6 +65,9 @@ def tsv_rows(records: Sequence[ExperimentRecord]) -> list[list[str]]:
                 f"{r.memory_gb:.1f}",
                 r.status.value,
                 _clean(r.description),
+                str(runs),
+                f"{mean:.6f}" if mean is not None else "",
+                f"{se:.6f}" if se is not None else "",
                 r.worker,
                 r.agent,
                 r.kind.value,
@@ -61,21 +83,27 @@ def tsv_rows(records: Sequence[ExperimentRecord]) -> list[list[str]]:
     return rows
 
 
-def write_tsv(path: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb") -> None:
-    lines = ["\t".join(columns(metric))] + ["\t".join(row) for row in tsv_rows(records)]
+def write_tsv(path: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb",
+              samples: Mapping[str, Sequence[float]] | None = None, sigma: float | None = None) -> None:
+    lines = ["\t".join(columns(metric))] + ["\t".join(row) for row in tsv_rows(records, samples, sigma)]
     _atomic_write(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
 
 
-def write_parquet(path: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb") -> None:
+def write_parquet(path: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb",
+                  samples: Mapping[str, Sequence[float]] | None = None, sigma: float | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    stats = [_sample(r, samples or {}, sigma) for r in records]
     data = {
         "commit": [r.commit for r in records],
         metric: pa.array([r.metric for r in records], type=pa.float64()),
         "memory_gb": pa.array([r.memory_gb for r in records], type=pa.float64()),
         "status": [r.status.value for r in records],
         "description": [r.description for r in records],
+        "runs": pa.array([n for n, _, _ in stats], type=pa.int64()),
+        "mean": pa.array([m for _, m, _ in stats], type=pa.float64()),
+        "stderr": pa.array([e for _, _, e in stats], type=pa.float64()),
         "worker": [r.worker for r in records],
         "agent": [r.agent for r in records],
         "kind": [r.kind.value for r in records],
@@ -97,10 +125,12 @@ def write_parquet(path: Path, records: Sequence[ExperimentRecord], metric: str =
     os.replace(tmp, path)
 
 
-def write_exports(run_dir: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb", parquet: bool = True) -> None:
-    write_tsv(Path(run_dir) / "results.tsv", records, metric)
+def write_exports(run_dir: Path, records: Sequence[ExperimentRecord], metric: str = "val_bpb", parquet: bool = True,
+                  samples: Mapping[str, Sequence[float]] | None = None, sigma: float | None = None) -> None:
+    """Both exports; `samples` (commit -> its measurements) and `sigma` fill runs, mean and stderr."""
+    write_tsv(Path(run_dir) / "results.tsv", records, metric, samples, sigma)
     if parquet:
-        write_parquet(Path(run_dir) / "results.parquet", records, metric)
+        write_parquet(Path(run_dir) / "results.parquet", records, metric, samples, sigma)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -21,6 +21,9 @@ class Status(str, Enum):
     TIMEOUT = "timeout"  # killed at the task's hard timeout
     INVALID = "invalid"  # the edit did not apply or touched a file it may not
     INTERRUPTED = "interrupted"  # the run stopped while the experiment was running
+    REJECTED = "rejected"  # the referee refused the run (it broke a rule: time, data, causality, ...)
+    DUPLICATE = "duplicate"  # the same change (same resulting files) already ran or runs on that parent
+    PENDING = "pending"  # measured, waiting for another measurement before keep or discard (never final)
 
 
 class Kind(str, Enum):
@@ -29,6 +32,7 @@ class Kind(str, Enum):
     BASELINE = "baseline"  # first wave: the unmodified starting commit, once per worker
     PROPOSAL = "proposal"  # an agent's edit of the current best
     COMBINATION = "combination"  # a promoted candidate combined with the best it raced against
+    CONFIRM = "confirm"  # another measurement of an existing commit (a candidate in the grey zone)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,26 @@ class AgentFailure:
 
 
 @dataclass(frozen=True)
+class InFlight:
+    """An experiment running now, as agents see it (so that nobody starts the same edit twice)."""
+
+    exp_id: int
+    worker: str
+    agent: str
+    parent: str  # the commit it started from
+    description: str
+
+
+@dataclass(frozen=True)
+class Reapply:
+    """A win whose change no longer merges onto the best: the agent is asked to re-apply it."""
+
+    exp_id: int  # the experiment whose change is re-applied
+    description: str
+    diff: str  # unified diff of that experiment against its own parent (the mutable files)
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One finished experiment as agents see it in their context."""
 
@@ -96,6 +120,9 @@ class HistoryEntry:
     metric: float | None
     parent: str  # commit the experiment started from
     parent_metric: float | None  # the best's metric when it started
+    runs: int = 1  # measurements of its commit so far (the experiment's own included)
+    mean: float | None = None  # mean of those measurements (None: not measured)
+    confirmed: bool = False  # decided on two or more measurements, or by a clear margin
 
     @property
     def delta(self) -> float | None:
@@ -132,6 +159,8 @@ class ExperimentRecord:
     prefetched: bool = False  # the proposal was prepared while this worker's previous experiment ran
     proposed_on: str = ""  # commit the agent saw, when not `parent` (a prefetched proposal rebased)
     proposed_at: float = 0.0  # unix seconds the proposal was ready (0: no agent involved)
+    content_hash: str = ""  # sha256 of the mutable files at `commit` (duplicate detection)
+    seed: int = 0  # the seed the task ran with
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

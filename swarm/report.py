@@ -3,8 +3,9 @@
 Pure functions of the journal's events: `build_report(events, by=...)` groups the decided
 experiments by agent, worker or lane and computes, per group:
 
-- experiments: its proposals and combinations (the shared first-wave baselines and experiments
-  interrupted by a stop are not the group's work and are left out of every column);
+- experiments: its proposals and combinations (the shared first-wave baselines, the noise gate's
+  confirmations and experiments interrupted by a stop are not the group's work and are left out
+  of every column; the run's share of GPU time on confirmations is reported once);
 - keep, crash (crash + timeout) and invalid rates over those experiments;
 - best: the best metric among its kept experiments (the shared baseline when it kept none), and
   gain: the improvement over the baseline in the metric's good direction (positive = better);
@@ -72,6 +73,8 @@ class Report:
     started_at: float  # unix seconds of the run's start
     compare: bool
     rows: tuple[GroupRow, ...]
+    confirm_share: float = 0.0  # share of the run's GPU time spent on confirmations (noise gate)
+    sigma: float | None = None  # the noise model's sigma
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,7 +107,7 @@ def group_rows(records: Sequence[ExperimentRecord], by: str, baseline: float | N
         raise ValueError(f"by must be one of {GROUPINGS}, not {by!r}")
     groups: dict[str, list[ExperimentRecord]] = {}
     for r in records:
-        if r.kind == Kind.BASELINE or r.status == Status.INTERRUPTED:
+        if r.kind in (Kind.BASELINE, Kind.CONFIRM) or r.status == Status.INTERRUPTED:
             continue
         groups.setdefault(str(getattr(r, by)), []).append(r)
     failed: dict[str, list[Usage]] = {}
@@ -159,7 +162,8 @@ def build_report(events: Iterable[Mapping[str, Any]], by: str = "agent", target:
     direction = task.get("direction", "min")
     rows = group_rows(s.finished_records(), by, s.baseline_metric, direction, s.started_at, target, failures)
     return Report(tag=s.tag, metric=task.get("metric", "val_bpb"), direction=direction, by=by,
-                  baseline=s.baseline_metric, target=target, started_at=s.started_at, compare=s.compare, rows=rows)
+                  baseline=s.baseline_metric, target=target, started_at=s.started_at, compare=s.compare, rows=rows,
+                  confirm_share=s.confirm_share(), sigma=s.noise_model().sigma)
 
 
 # ---- rendering -----------------------------------------------------------------------------
@@ -221,7 +225,10 @@ def format_table(report: Report) -> str:
            line(header), line(["-" * w for w in widths])]
     out += [line(row) for row in rows] or ["(no experiments yet)"]
     out.append("gain: improvement over the baseline (positive = better); GPU-h: time inside the task command; "
-               "baselines and interrupted runs not counted")
+               "baselines, confirmations and interrupted runs not counted")
+    sigma = f"noise sigma {report.sigma:.6f}; " if report.sigma else ""
+    out.append(f"{sigma}confirmations (re-measuring candidates and the best) took {100 * report.confirm_share:.0f}% "
+               "of the run's GPU time")
     return "\n".join(out)
 
 

@@ -22,7 +22,8 @@ from swarm.errors import GitError
 from swarm.journal import EventType
 from swarm.lanes import MAIN
 from swarm.pacing import outage_delay
-from swarm.records import AgentFailure, Status
+from swarm.claims import claims_actor
+from swarm.records import AgentFailure, Kind, Status
 from swarm.worker import WorkerSpec, actor_class, kill_strays
 
 SETUP_TIMEOUT = 600.0  # seconds a replacement actor may take to start (placement + setup) before its slot is retired
@@ -66,6 +67,7 @@ class WorkerSlots:
         cfg = self.config
         self.setups: dict[Any, Slot] = {}  # setup ref of a replacement actor -> its slot
         node = ray.get_runtime_context().get_node_id()
+        self.claims = claims_actor().remote(self._claimed())
         for i in range(plan.count):
             name = f"w{i}"
             env = {"OMP_NUM_THREADS": str(plan.threads)}
@@ -75,7 +77,7 @@ class WorkerSlots:
                 transport=cfg.transport, coordinator_node=node, seed=cfg.seed * 1000 + i, env=env,
                 prepare_data=cfg.prepare_data, profile=cfg.profile, source=cfg.source,
                 clone_dir=str(cfg.run_dir / "clones" / name) if cfg.transport == "bundle" else "",
-                run_id=str(cfg.run_dir.resolve()), prefetch=cfg.prefetch,
+                run_id=str(cfg.run_dir.resolve()), prefetch=cfg.prefetch, claims=self.claims,
             )
             self.slots.append(Slot(i, spec, lane=cfg.lane_for(i).name if cfg.compare else MAIN))
         self._resources = {"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus}
@@ -89,6 +91,11 @@ class WorkerSlots:
                 self._retire(slot, f"it failed to start: {short_error(exc)}")
                 continue
             slot.info, slot.transport = info, info["transport"]
+
+    def _claimed(self) -> list:
+        """The changes already tried, from the journal: ((lane, parent, content hash), exp id)."""
+        return [((r.lane, r.parent, r.content_hash), r.exp_id) for r in self.state.verdicts.values()
+                if r.kind == Kind.PROPOSAL and r.content_hash and r.status not in (Status.INTERRUPTED, Status.DUPLICATE)]
 
     def _spawn(self, slot: Slot):
         """(Re)create the slot's actor, repairing its worktree first; returns its setup ref
@@ -218,6 +225,11 @@ class WorkerSlots:
                 except Exception:  # noqa: BLE001
                     pass
                 kill_strays(slot.spec.run_mark, slot.spec.name)  # local node: tasks outliving their actor
+        if getattr(self, "claims", None) is not None:
+            try:
+                ray.kill(self.claims)
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def short_error(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from swarm.decisions import Assignment, Best
 from swarm.errors import JournalError
 from swarm.journal import EventType
 from swarm.lanes import MAIN
+from swarm.noise import Noise, Sample, pooled_noise
 from swarm.records import ExperimentRecord, HistoryEntry, Kind, Status, Usage
 
 
@@ -37,7 +38,10 @@ class RunState:
     bests: dict[str, Best] = field(default_factory=dict)  # lane -> tip of its best branch
     best_history: list[Best] = field(default_factory=list)  # every lane's advances, in order
     baseline_metric: float | None = None
-    noise: float | None = None
+    noise: float | None = None  # sigma when the first wave was measured (live value: noise_model())
+    measurements: dict[str, list[float]] = field(default_factory=dict)  # commit -> every clean measurement
+    measured_by: dict[str, set] = field(default_factory=dict)  # commit -> workers that measured it
+    pending: dict[str, list[int]] = field(default_factory=dict)  # candidate commit -> its pending exp ids
     queue: list[dict[str, Any]] = field(default_factory=list)  # combinations not yet started (all lanes)
     combos: dict[int, dict[str, Any]] = field(default_factory=dict)  # every queued combination by combo_id
     combos_queued: int = 0
@@ -63,7 +67,7 @@ class RunState:
         self.tag = e["tag"]
         self.base_commit = e["base_commit"]
         self.config = dict(e.get("config", {}))
-        self.wave_size = int(self.config.get("workers", 1))
+        self.wave_size = int(self.config.get("wave_size") or self.config.get("workers", 1))
         self.lanes = list(self.config.get("lanes") or [MAIN])
         self.started_at = float(e.get("t", 0.0))
         self.sessions += 1
@@ -91,6 +95,9 @@ class RunState:
         if r.exp_id in self.verdicts:
             raise JournalError(f"experiment {r.exp_id} finished twice")
         self.verdicts[r.exp_id] = r
+        if r.status == Status.KEEP and r.metric is not None and r.commit:  # a clean measurement
+            self.measurements.setdefault(r.commit, []).append(float(r.metric))
+            self.measured_by.setdefault(r.commit, set()).add(r.worker)
         a = self.assignments.get(r.exp_id)
         lost = r.status == Status.INTERRUPTED or bool(e.get("lost"))  # it never really ran: do it again
         if a is not None and a.combo_id is not None and lost and a.combo_id in self.combos:
@@ -101,15 +108,27 @@ class RunState:
         exp_id = int(e["exp_id"])
         if exp_id not in self.verdicts:
             raise JournalError(f"decision for experiment {exp_id} before its result")
-        if exp_id in self.records:
+        status = Status(e["status"])
+        earlier = self.records.get(exp_id)
+        if earlier is not None and earlier.status != Status.PENDING:
             raise JournalError(f"experiment {exp_id} decided twice")
-        self.records[exp_id] = self.verdicts[exp_id].replace(status=Status(e["status"]))
+        record = self.verdicts[exp_id].replace(status=status)
+        self.records[exp_id] = record
         self.reasons[exp_id] = e.get("reason", "")
-        self.order.append(exp_id)
+        if earlier is None:  # a pending experiment keeps its place when its final decision comes
+            self.order.append(exp_id)
+        waiting = self.pending.get(record.commit, [])
+        if status == Status.PENDING:
+            if exp_id not in waiting:
+                self.pending[record.commit] = [*waiting, exp_id]
+        elif exp_id in waiting:
+            waiting.remove(exp_id)
+            if not waiting:
+                del self.pending[record.commit]
 
     def _on_baseline_measured(self, e: dict[str, Any]) -> None:
         self.baseline_metric = float(e["metric"])
-        self.noise = float(e["noise"])
+        self.noise = float(e["noise"]) if e.get("noise") is not None else None
 
     def _on_best_advanced(self, e: dict[str, Any]) -> None:
         lane = e.get("lane", MAIN)
@@ -163,6 +182,35 @@ class RunState:
     def lane_best(self, lane: str = MAIN) -> Best | None:
         return self.bests.get(lane)
 
+    # ---- measurements and noise -------------------------------------------------------------
+
+    def noise_model(self) -> Noise:
+        """Sigma pooled from every commit measured more than once, as of now."""
+        return pooled_noise(self.measurements.values())
+
+    def sample(self, commit: str) -> Sample | None:
+        """The mean of all clean measurements of `commit` (None: never measured)."""
+        values = self.measurements.get(commit)
+        return Sample.of(values) if values else None
+
+    def pending_commits(self, lane: str = MAIN) -> list[str]:
+        """Candidates of `lane` waiting for another measurement, oldest first."""
+        found = [(ids[0], c) for c, ids in self.pending.items() if ids and self.records[ids[0]].lane == lane]
+        return [c for _, c in sorted(found)]
+
+    def confirm_seconds(self) -> tuple[float, float]:
+        """(GPU seconds spent on confirmations, GPU seconds in all): time inside the task command."""
+        total = confirm = 0.0
+        for r in self.verdicts.values():
+            total += r.task_seconds
+            if r.kind == Kind.CONFIRM:
+                confirm += r.task_seconds
+        return confirm, total
+
+    def confirm_share(self) -> float:
+        confirm, total = self.confirm_seconds()
+        return confirm / total if total > 0 else 0.0
+
     def lane_history(self, lane: str = MAIN) -> list[Best]:
         return [b for b in self.best_history if b.lane == lane]
 
@@ -196,6 +244,10 @@ class RunState:
         in_flight = sum(1 for a in live if a.kind == Kind.BASELINE)
         return max(0, self.wave_size - done - in_flight)
 
+    def result_records(self) -> list[ExperimentRecord]:
+        """Every decided experiment (pending ones included, with status pending), in decision order."""
+        return [self.records[i] for i in self.order]
+
     def baseline_metrics(self) -> list[float]:
         return [
             r.metric
@@ -204,8 +256,8 @@ class RunState:
         ]
 
     def finished_records(self) -> list[ExperimentRecord]:
-        """Final records in the order they were decided."""
-        return [self.records[i] for i in self.order]
+        """Final records in the order they were decided (pending ones left out)."""
+        return [self.records[i] for i in self.order if self.records[i].status != Status.PENDING]
 
     def counts(self) -> Counter:
         return Counter(r.status.value for r in self.records.values())
@@ -213,23 +265,21 @@ class RunState:
     def history(self, limit: int | None = None, lane: str | None = None) -> tuple[HistoryEntry, ...]:
         """What agents see: finished experiments, oldest first; with `lane`, only that lane's
         (plus the shared first-wave baselines)."""
-        records = self.finished_records()
+        records = [r for r in self.result_records() if r.kind != Kind.CONFIRM]  # confirmations show as runs
         if lane is not None:
             records = [r for r in records if r.lane == lane or r.kind == Kind.BASELINE]
         if limit is not None:
             records = records[-limit:]
-        return tuple(
-            HistoryEntry(
-                exp_id=r.exp_id,
-                worker=r.worker,
-                agent=r.agent,
-                description=r.description,
-                status=r.status,
-                metric=r.metric,
-                parent=r.parent,
-                parent_metric=r.parent_metric,
-            )
-            for r in records
+        return tuple(self._entry(r) for r in records)
+
+    def _entry(self, r: ExperimentRecord) -> HistoryEntry:
+        sample = self.sample(r.commit) if r.metric is not None else None
+        decided_on_more = sample is not None and sample.n >= 2
+        return HistoryEntry(
+            exp_id=r.exp_id, worker=r.worker, agent=r.agent, description=r.description, status=r.status,
+            metric=r.metric, parent=r.parent, parent_metric=r.parent_metric,
+            runs=sample.n if sample else 1, mean=sample.mean if sample else None,
+            confirmed=decided_on_more and r.status != Status.PENDING,
         )
 
 

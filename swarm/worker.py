@@ -28,12 +28,14 @@ from swarm.agents import AgentSpec, make_agent
 from swarm.agents.base import AgentContext
 from swarm.decisions import Assignment
 from swarm import gitops
+from swarm.claims import call as call_claims, content_hash
 from swarm.errors import GitError
 from swarm.pacing import prefetch_enabled
 from swarm.prefetch import Attempt, Prefetcher, ask_agent, carry_over, prefetch_seed
 from swarm.proc import run_process, scrub_env, tail_text
-from swarm.records import ExperimentRecord, Kind, Proposal, Status, Usage
+from swarm.records import ExperimentRecord, InFlight, Kind, Proposal, Status, Usage
 from swarm.summary import metric_value, parse_summary
+from swarm import summary as _summary  # TEMP until the referee lands
 from swarm.task import TaskSpec
 
 
@@ -57,6 +59,7 @@ class WorkerSpec:
     source: str | None = None
     run_id: str = ""  # unique per run (the coordinator's run dir): marks this run's task processes
     prefetch: bool = True  # prepare the next proposal while the task runs (agents that support it)
+    claims: Any = None  # swarm.claims: a Claims object or its actor handle (None: no duplicate check)
 
     @property
     def branch(self) -> str:
@@ -160,6 +163,7 @@ class Worker:
             parent_metric=a.parent_metric,
             started_at=a.started_at or started,
             lane=a.lane,
+            seed=a.seed,
         )
         if bundle is not None:
             gitops.fetch_bundle(self.repo, bundle, f"refs/swarm/{self.spec.tag}/incoming")
@@ -168,8 +172,8 @@ class Worker:
 
         extra: dict = {}  # how the proposal came about (agent_seconds, prefetched, proposed_on, proposed_at)
         usage = Usage()
-        if a.kind == Kind.BASELINE:
-            commit, description = a.parent, "baseline"
+        if a.kind in (Kind.BASELINE, Kind.CONFIRM):  # a measurement of an existing commit: no agent
+            commit, description = a.parent, a.description or a.kind.value
         else:
             if a.kind == Kind.COMBINATION:
                 proposal = Proposal(a.description, files=dict(a.files))
@@ -190,11 +194,21 @@ class Worker:
                     finished_at=time.time(), usage=usage, error=invalid, **extra,
                 )
                 return self._result(record, a)
+            if a.kind == Kind.PROPOSAL:
+                holder = self._claim(a, commit, description)
+                if holder is not None:  # the same change runs or ran on this parent: nothing runs
+                    self._restore(a.parent)
+                    record = ExperimentRecord(
+                        **base, commit=commit, description=description, status=Status.DUPLICATE,
+                        finished_at=time.time(), usage=usage, error=f"the same change as #{holder} on this parent",
+                        **extra,
+                    )
+                    return self._result(record, a)
 
         if prefetch_next and self.prefetch_on and not self.prefetcher.pending:
             self.prefetcher.start(self.agent, self._context(a, files, seed=prefetch_seed(a.seed)))
         record, failure_log = self._measure(a, base, commit, description)
-        record = record.replace(usage=usage, **extra)
+        record = record.replace(usage=usage, content_hash=content_hash(self._read_files()), **extra)
         self.last_failure = failure_log or None
         return self._result(record, a, failure_log)
 
@@ -212,6 +226,21 @@ class Worker:
             return path.read_bytes() == data
         except OSError:
             return False
+
+    def _claim(self, a: Assignment, commit: str, description: str) -> int | None:
+        """Claim this change on its parent; the exp id already holding it, or None."""
+        if self.spec.claims is None:
+            return None
+        flight = InFlight(a.exp_id, self.spec.name, a.agent, a.parent, description)
+        return call_claims(self.spec.claims, "claim", a.lane, a.parent, content_hash(self._read_files()), flight)
+
+    def _in_flight(self, lane: str) -> tuple:
+        if self.spec.claims is None:
+            return ()
+        try:
+            return tuple(call_claims(self.spec.claims, "in_flight", lane))
+        except Exception:  # noqa: BLE001 - the list is advice for the agent, never a reason to fail
+            return ()
 
     def _read_files(self) -> dict[str, str]:
         return {p: _read_text(self.checkout / p) for p in self.spec.task.mutable_files}
@@ -232,6 +261,8 @@ class Worker:
             last_failure=self.last_failure,
             profile=self.spec.profile,
             seed=seed,
+            in_flight=self._in_flight(a.lane),
+            reapply=a.reapply,
         )
 
     def _proposal_for(self, a: Assignment, files: dict[str, str]) -> Attempt:
@@ -241,6 +272,8 @@ class Worker:
         outage hit by the prefetch ends here too: the worker waits). A prefetched proposal that no
         longer applies is asked again; its usage is added to the new attempt's.
         """
+        if a.reapply is not None:  # re-apply a lost win: the agent is asked for exactly that (a prefetch waits)
+            return ask_agent(self.agent, self._context(a, files, seed=a.seed))
         pre = self.prefetcher.take()
         wasted = Usage()
         if pre is not None:
@@ -317,16 +350,19 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(
             f"# exp {a.exp_id} {a.kind.value} on {self.spec.name} commit {commit}: {description}\n"
-            f"# {' '.join(task.argv())}\n"
+            f"# {' '.join((task.run_argv() if hasattr(task, 'run_argv') else task.argv()))}\n"
         )
         result = run_process(
-            task.argv(), cwd=self.checkout, env=self.task_env(a), timeout=task.hard_timeout, log_path=log_path
+            (task.run_argv() if hasattr(task, 'run_argv') else task.argv()), cwd=self.checkout, env=self.task_env(a), timeout=task.hard_timeout, log_path=log_path
         )
         summary = parse_summary(result.output_tail)  # the last 60 lines of the log: the summary block is at the end
         metric = metric_value(summary, task.metric)
         status, error = Status.KEEP, ""
+        rejected = _summary.referee_rejection(result.returncode, result.output_tail) if getattr(task, 'referee', None) else None
         if result.timed_out:
             status, error = Status.TIMEOUT, f"killed at the hard timeout ({task.hard_timeout:.0f} s)"
+        elif rejected is not None:
+            status, error = Status.REJECTED, f"rejected by the referee: {rejected}"
         elif result.returncode != 0:
             status, error = Status.CRASH, f"exit status {result.returncode}: {_last_line(result.output_tail)}"
         elif metric is None:
@@ -352,6 +388,7 @@ class Worker:
         """Scrubbed environment of this process + task env + swarm variables (GPU ids pass through)."""
         env = scrub_env(os.environ)
         env.update(self.spec.task.env)
+        env.update(self.spec.task.run_env() if hasattr(self.spec.task, 'run_env') else {})
         env.update(self.spec.env)
         env.update(
             {
@@ -360,6 +397,7 @@ class Worker:
                 "AUTORESEARCH_WORKER": self.spec.name,
                 "AUTORESEARCH_EXP_ID": str(a.exp_id),
                 "AUTORESEARCH_KIND": a.kind.value,
+                "AUTORESEARCH_SEED": str(a.seed),
                 "PYTHONUNBUFFERED": "1",
             }
         )

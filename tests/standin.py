@@ -116,7 +116,7 @@ def check_invariants(repo: Path, tag: str) -> None:
     assert sorted(state.records) == sorted(state.assignments), "an experiment was never decided"
     # results.tsv has each experiment exactly once
     rows = (run / "results.tsv").read_text().splitlines()[1:]
-    ids = [int(r.split("\t")[9]) for r in rows]
+    ids = [int(r.split("\t")[12]) for r in rows]
     assert sorted(ids) == sorted(state.records), (ids, sorted(state.records))
     # the first wave is exactly one baseline per worker (interrupted ones are re-run)
     if state.best is not None:
@@ -131,7 +131,9 @@ def check_invariants(repo: Path, tag: str) -> None:
             assert e["commit"] == state.base_commit
         else:
             r = state.records[e["exp_id"]]
-            assert r.commit == e["commit"] and r.metric == e["metric"] and r.status.value == "keep"
+            runs = state.measurements[r.commit]  # the recorded metric is the mean of its measurements then
+            assert r.commit == e["commit"] and r.status.value == "keep"
+            assert min(runs) - 1e-12 <= e["metric"] <= max(runs) + 1e-12, (e, runs)
     if state.best is not None:
         tip = git(repo, "rev-parse", f"refs/heads/swarm/{tag}/best")
         assert tip == state.best.commit

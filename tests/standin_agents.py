@@ -6,7 +6,8 @@ dict of constant -> new value, plus optional special keys: "__error__" (return a
 "__permanent__": True makes it a permanent one), "__touch__" (also write that non-mutable file),
 "__write__" ({path: text}: edit the worktree directly, as a command agent does; the proposal then
 has files={}), "__noop__" (change nothing),
-"__desc__" (description). `HillClimber` makes random steps on X and Y (a real little search).
+"__desc__" (description). Asked to re-apply a lost win (`ctx.reapply`), it sets the constants the
+win's diff adds, whatever its next step is. `HillClimber` makes random steps on X and Y (a real little search).
 For compare runs: `GoodAgent` always improves, `WeakAgent` never does. `SlowAgent` is a
 HillClimber that thinks for `delay` seconds like a model does (benchmarks/bench_prefetch.py).
 `prefetch=True` lets an agent prepare proposals in the background (swarm.prefetch).
@@ -42,6 +43,9 @@ class ScriptedAgent:
         step = dict(self.steps[min(self.calls, len(self.steps) - 1)])
         self.calls += 1
         self.contexts.append(ctx)
+        if ctx.reapply is not None:
+            step = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\+([A-Z_]+) = ([-0-9.e]+)", ctx.reapply.diff, re.M)}
+            step["__desc__"] = f"re-apply #{ctx.reapply.exp_id}: {ctx.reapply.description}"
         if "__outage__" in step:
             exc = AgentError(f"scripted outage: {step['__outage__']}", permanent=bool(step.get("__permanent__")))
             exc.usage = Usage(calls=1, tokens_in=7, tokens_out=0, cost_usd=0.0005)

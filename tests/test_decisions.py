@@ -54,8 +54,9 @@ def test_baseline_is_kept_without_promotion():
 
 
 def test_baseline_stats():
-    assert baseline_stats([2.0, 2.2, 1.9]) == (2.0, pytest.approx(0.3))
-    assert baseline_stats([1.0]) == (1.0, 0.0)
+    mean, sd = baseline_stats([2.0, 2.2, 1.9])
+    assert mean == pytest.approx(6.1 / 3) and sd == pytest.approx(0.152753, rel=1e-5)  # a standard deviation
+    assert baseline_stats([1.0]) == (1.0, None)
     with pytest.raises(ValueError):
         baseline_stats([])
 
@@ -70,6 +71,9 @@ def test_next_kind_order():
     assert next_kind(view(baselines_to_start=0)) is None  # wait for the wave
     assert next_kind(view(baseline_done=True, baselines_to_start=0)) == Kind.PROPOSAL
     assert next_kind(view(baseline_done=True, queued_combinations=1)) == Kind.COMBINATION
+    # confirmations come before combinations and fresh proposals, never before the first wave
+    assert next_kind(view(baseline_done=True, queued_combinations=1, confirms_wanted=1)) == Kind.CONFIRM
+    assert next_kind(view(baselines_to_start=0, confirms_wanted=1)) is None
     assert next_kind(view(baseline_done=True, started=8, max_experiments=8)) is None
     assert next_kind(view(baseline_done=True, stopping=True)) is None
 

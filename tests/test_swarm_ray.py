@@ -45,6 +45,7 @@ def cluster():
 def config(repo: Path, tag: str, agents, **kw) -> SwarmConfig:
     specs = tuple(parse_agent_spec(a) if isinstance(a, str) else parse_agent_spec(a[0], a[1]) for a in agents)
     kw.setdefault("task", standin_task(timeout=20))
+    kw.setdefault("baseline_runs", 1)  # one baseline per worker (the gate's own tests ask for more)
     return SwarmConfig(repo=repo, tag=tag, agents=specs, **kw)
 
 
@@ -111,12 +112,18 @@ def test_parallel_wins_promote_and_combine(cluster, tmp_path):
     assert "X = 3.0" in text and "Y = -1.0" in text
 
 
-def test_conflicting_wins_skip_the_combination(cluster, tmp_path):
+def test_conflicting_wins_reapply_the_lost_change(cluster, tmp_path):
+    """Both wins changed X: the one that lost its place on the best is re-proposed on the new best."""
     repo = make_standin_repo(tmp_path / "task", sleep=0.2)
     s, events = _race(repo, "conflict", {"X": 1.0}, {"X": 3.0, "SLEEP": 1.0})
-    assert s.records[4].status == Status.KEEP and s.best.metric <= s.records[4].metric
-    skipped = [e for e in events if e["event"] == "combination_skipped"]
-    assert len(skipped) == 1 and "conflict" in skipped[0]["reason"]
+    fast, slow = s.records[3], s.records[4]
+    assert fast.status == Status.KEEP and slow.status == Status.KEEP and s.best.metric <= slow.metric
+    queued = [e for e in events if e["event"] == "combination_queued"]
+    assert len(queued) == 1 and queued[0]["reapply"]["exp_id"] == 3 and "+X = 1.0" in queued[0]["reapply"]["diff"]
+    assert "conflict" in queued[0]["description"]
+    again = [r for r in s.records.values() if r.description.startswith("re-apply #3")]
+    assert len(again) == 1 and again[0].kind == Kind.PROPOSAL and again[0].parent == slow.commit
+    assert again[0].status == Status.DISCARD  # X back to 1.0 is worse than 3.0: measured, then decided
     assert not [r for r in s.records.values() if r.kind == Kind.COMBINATION]
 
 
@@ -434,3 +441,58 @@ def test_unreachable_address_is_one_line(tmp_path, capsys):
             _check_reachable("127.0.0.1:1")
     else:
         assert code == 2 and "unreachable" in capsys.readouterr().err
+
+
+def _noisy_repo(path: Path, noise: float, sleep: float = 0.1) -> Path:
+    repo = make_standin_repo(path, sleep=sleep)
+    train = repo / "train.py"
+    train.write_text(train.read_text().replace("NOISE = 0.0005", f"NOISE = {noise}"))
+    git(repo, "commit", "-qam", "noisier")
+    return repo
+
+
+def test_noise_gate_confirms_a_grey_zone_win_before_deciding(cluster, tmp_path):
+    """One worker still measures the baseline three times; a change that measures about 2 standard
+    errors better by luck alone (it has no true effect) is neither kept nor dropped on one run: it is
+    measured again first, and the exports show every run."""
+    repo = _noisy_repo(tmp_path / "task", noise=0.01)  # uniform +-0.01: sigma about 0.006
+    steps = [{"SLEEP": 0.11}, {"Y": 0.5}]  # no true effect (its noise draw is lucky: -0.0068); a clear loss
+    cfg = config(repo, "gate", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=9, baseline_runs=3)
+    summary = Coordinator(cfg, out=lambda _: None).run()
+    check_invariants(repo, "gate")
+    s = records(repo, "gate")
+    wave = [r for r in s.records.values() if r.kind == Kind.BASELINE]
+    assert len(wave) == 3 and s.noise is not None and 0.002 < s.noise < 0.012
+    candidate = s.records[4]
+    confirms = [r for r in s.records.values() if r.kind == Kind.CONFIRM and r.commit == candidate.commit]
+    assert confirms and confirms[0].exp_id == 5  # scheduled ahead of the next proposal
+    assert confirms[0].description.startswith("confirm #4")
+    decisions = [e for e in read_events(repo / ".swarm" / "gate" / "journal.jsonl")
+                 if e["event"] == "decision" and e["exp_id"] == 4]
+    assert decisions[0]["status"] == "pending" and "grey zone" in decisions[0]["reason"]
+    assert s.records[4].status in (Status.KEEP, Status.DISCARD, Status.PENDING)
+    assert all(r.status == s.records[4].status for r in confirms)  # the commit's fate, on every run of it
+    rows = [line.split("\t") for line in (repo / ".swarm" / "gate" / "results.tsv").read_text().splitlines()]
+    head = rows[0]
+    assert head[:8] == ["commit", "val_bpb", "memory_gb", "status", "description", "runs", "mean", "stderr"]
+    row4 = next(r for r in rows[1:] if r[head.index("exp_id")] == "4")
+    assert int(row4[5]) == 1 + len(confirms) and float(row4[7]) > 0
+    assert sum(1 for r in rows[1:] if r[head.index("kind")] == "confirm") >= len(confirms)
+    assert 0 < summary.confirm_share < 1 and summary.sigma.sigma is not None
+    from swarm.commands.run import format_summary
+    from swarm.commands.status import status_text
+
+    assert "confirmations took" in format_summary(summary) and "noise sigma" in status_text(str(repo), "gate")
+
+
+def test_same_change_on_the_same_parent_runs_once(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=1.0)
+    agents = [(SCRIPTED, {"steps": [{"X": 1.0}, {"Y": -0.5}]}), (SCRIPTED, {"steps": [{"X": 1.0}, {"Y": -0.5}]})]
+    Coordinator(config(repo, "dup", agents, workers=2, max_experiments=4), out=lambda _: None).run()
+    check_invariants(repo, "dup")
+    s = records(repo, "dup")
+    dups = [r for r in s.records.values() if r.status == Status.DUPLICATE]
+    ran = [r for r in s.records.values() if r.kind == Kind.PROPOSAL and r.status != Status.DUPLICATE]
+    assert len(dups) == 1 and "the same change as #" in dups[0].error and dups[0].task_seconds == 0
+    assert dups[0].commit and git(repo, "rev-parse", f"refs/swarm/dup/exp/{dups[0].exp_id}") == dups[0].commit
+    assert len(ran) == 1 and ran[0].description == dups[0].description

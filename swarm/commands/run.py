@@ -35,7 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", help="GPT task data source: climbmix, stdlib or local:PATH (default per profile)")
     p.add_argument("--max-experiments", type=int, metavar="N", help="stop after this many experiments in total (baselines count)")
     p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after this many hours")
-    p.add_argument("--min-delta", type=float, metavar="D", help="an improvement must beat the best by more than this (default 0)")
+    p.add_argument("--min-delta", type=float, metavar="D", help="an extra floor: a promotion must also beat the best's "
+                   "mean by more than D (default 0)")
+    p.add_argument("--confidence", type=float, metavar="C", help="noise gate: promote a candidate only when it beats the "
+                   "best with this confidence; candidates in the grey zone are measured again first (default 0.99; "
+                   "higher spends more GPU time on confirmations)")
+    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="the noise gate (default: on); --no-gate keeps any single measured improvement at once, "
+                   "like the classic loop, and runs no confirmations")
+    p.add_argument("--max-runs", type=int, metavar="K", help="measurements of one candidate before the gate decides "
+                   "(default 4)")
+    p.add_argument("--baseline-runs", type=int, metavar="K", help="first-wave baseline runs, at least one per worker "
+                   "(default 3: with one worker the baseline is still measured 3 times)")
     p.add_argument("--address", help="Ray cluster to join: auto (the one `ray start` or `ray up` started here) or HOST:6379; "
                    "default: start a local cluster")
     p.add_argument("--seed", type=int, metavar="S", help="seed for the agents (default 0)")
@@ -116,6 +127,10 @@ def build_config(args: argparse.Namespace):
         max_experiments=pick("max_experiments"),
         hours=args.hours,
         min_delta=float(pick("min_delta", 0.0)),
+        confidence=float(pick("confidence", 0.99)),
+        gate=bool(pick("gate", True)),
+        max_runs=int(pick("max_runs", 4)),
+        baseline_runs=int(pick("baseline_runs", 3)),
         address=args.address,
         profile=profile,
         source=pick("source"),
@@ -186,10 +201,15 @@ def format_summary(s, metric: str = "val_bpb") -> str:
     if getattr(s, "message", ""):
         lines.append(s.message)
     if s.best is not None:
-        base = f"baseline {s.baseline:.6f} (noise {s.noise:.6f}); " if s.baseline is not None else ""
+        base = f"baseline {s.baseline:.6f}; " if s.baseline is not None else ""
         gain = f", {s.best.metric - s.baseline:+.6f} vs baseline" if s.baseline is not None else ""
         src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
-        lines.append(f"{base}best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}{gain})")
+        runs = f" over {s.best_runs} runs" if getattr(s, "best_runs", 0) else ""
+        lines.append(f"{base}best {metric} {s.best.metric:.6f}{runs} at {s.best.commit[:7]} ({src}{gain})")
+    sigma = getattr(s, "sigma", None)
+    if sigma is not None:
+        pending = f"; {s.pending} candidate(s) still pending a confirmation" if getattr(s, "pending", 0) else ""
+        lines.append(f"noise sigma {sigma.describe()}; confirmations took {100 * s.confirm_share:.0f}% of GPU time{pending}")
     for lane, best in sorted(getattr(s, "lane_bests", {}).items()):  # compare runs: one best per lane
         src = f"#{best.exp_id}" if best.exp_id is not None else "baseline"
         gain = f" ({best.metric - s.baseline:+.6f})" if s.baseline is not None else ""

@@ -47,10 +47,20 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
     if s.best is not None:
         src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
         branch = best_branch(tag, s.best.lane)
-        lines.append(f"best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}), branch {branch}")
+        sample = s.sample(s.best.commit)
+        now_mean = ""
+        if sample is not None and sample.n > 1:
+            now_mean = f"; mean of its {sample.n} runs now {sample.mean:.6f}"
+        lines.append(f"best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}{now_mean}), branch {branch}")
         if s.baseline_metric is not None:
-            lines.append(f"baseline {s.baseline_metric:.6f}, noise {s.noise:.6f}, "
-                         f"improvement {s.best.metric - s.baseline_metric:+.6f}")
+            lines.append(f"baseline {s.baseline_metric:.6f}, improvement {s.best.metric - s.baseline_metric:+.6f}")
+    noise = s.noise_model()
+    lines.append(f"noise sigma {noise.describe()}; confirmations took {100 * s.confirm_share():.0f}% of GPU time")
+    for commit in [c for lane in s.lanes for c in s.pending_commits(lane)]:
+        ids = s.pending[commit]
+        sample = s.sample(commit)
+        lines.append(f"  pending {commit[:7]} (#{ids[0]} {s.records[ids[0]].description[:50]}): mean {sample.mean:.6f} "
+                     f"over {sample.n} run(s), waiting for a confirmation")
     else:
         lines.append("best: not yet (first wave of baselines running)")
     if s.compare:
@@ -68,7 +78,7 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
             lines.append(f"  {a.worker}: {label} #{a.exp_id} {a.kind.value} ({a.agent}) for {now - a.started_at:.0f} s")
     if s.queue:
         lines.append(f"queued combinations: {len(s.queue)}")
-    for r in s.finished_records()[-recent:] if recent else []:
+    for r in s.result_records()[-recent:] if recent else []:
         m = f"{r.metric:.6f}" if r.metric is not None else "-"
         lines.append(f"  #{r.exp_id:<4} {r.worker:<4} {r.status.value:<11} {m:>9}  {r.description[:70]}")
     return "\n".join(lines)
