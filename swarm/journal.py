@@ -31,10 +31,14 @@ class EventType(str, Enum):
     RUN_STOPPED = "run_stopped"  # reason: done | max_experiments | hours | interrupted | error...
     EXPERIMENT_STARTED = "experiment_started"  # assignment (Assignment.to_dict(), files left out)
     EXPERIMENT_FINISHED = "experiment_finished"  # record (ExperimentRecord.to_dict(), worker verdict)
-    DECISION = "decision"  # exp_id, status (final), reason, best_metric (the best it was judged against)
-    BASELINE_MEASURED = "baseline_measured"  # commit, metric (median), noise (max-min), exp_ids
+    # exp_id, status, reason, best_metric (the best it was judged against), z (the noise gate's score);
+    # status "pending" (the gate wants another measurement) is followed by the final one later
+    DECISION = "decision"
+    BASELINE_MEASURED = "baseline_measured"  # commit, metric (mean), noise (standard deviation or None), exp_ids
     BEST_ADVANCED = "best_advanced"  # commit, metric, exp_id (None: baseline), previous_commit, previous_metric, lane
-    COMBINATION_QUEUED = "combination_queued"  # combo_id, parent, parent_metric, files, description, sources, lane
+    # combo_id, parent, parent_metric, files, description, sources, lane; with `reapply` ({exp_id,
+    # description, diff}) and no files: a lost win whose agent re-applies it on the best (they conflicted)
+    COMBINATION_QUEUED = "combination_queued"
     COMBINATION_SKIPPED = "combination_skipped"  # exp_id, reason, lane
     NOTE = "note"  # text
     AGENT_ERROR = "agent_error"  # worker, agent, error, usage, seconds, prefetched, exp_id (withdrawn: nothing ran), retry_in

@@ -121,7 +121,7 @@ def independent_counts(events):
     final = {e["exp_id"]: e["status"] for e in events if e["event"] == "decision"}
     out: dict = defaultdict(lambda: {"n": 0, "keep": 0, "best": None, "cost": 0.0, "task_s": 0.0, "tok_in": 0})
     for i, rec in finished.items():
-        if rec["kind"] == "baseline" or final[i] == "interrupted":
+        if rec["kind"] in ("baseline", "confirm") or final[i] == "interrupted":
             continue
         g = out[rec["agent"]]
         g["n"] += 1
