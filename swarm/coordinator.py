@@ -2,15 +2,17 @@
 
 It is the only writer of the journal and of `swarm/<tag>/best`. It hands each idle worker an
 assignment (with the current best commit and metric, and on a bundle-transport worker a git
-bundle of it), consumes results in completion order with `ray.wait`, and for each one writes
-the record, decides with `swarm.decisions`, advances the best branch on a win (a compare-and-swap
-ref update; one coordinator thread, so merges are serialised), queues the combination when the
-winner raced against a newer best, and regenerates the exports. In a compare run (swarm.lanes)
-each worker races for its lane: it sees that lane's best, history and combinations, and a win
-advances only that lane's best branch; the first-wave baseline is shared by all lanes. State is `swarm.state.RunState`
-fed with exactly the events it journals, so a resumed coordinator continues where the journal
-ends. Starting, replacing and retiring worker actors: swarm.slots. Not covered: what a worker does
-(swarm.worker), CLI parsing (swarm.commands.run).
+bundle of it): first-wave baselines, then confirmations the noise gate asks for, then queued
+combinations and re-applies, then fresh proposals. It consumes results in completion order with
+`ray.wait`, and for each one writes the record, decides with `swarm.decisions` and, for clean
+measurements, the noise gate through `swarm.promoter` (which advances the best branch with a
+compare-and-swap ref update — one coordinator thread, so merges are serialised — and queues the
+combination when the winner raced against a newer best), and regenerates the exports. In a compare
+run (swarm.lanes) each worker races for its lane: it sees that lane's best, history and
+combinations, and a win advances only that lane's best branch; the first-wave baseline is shared
+by all lanes. State is `swarm.state.RunState` fed with exactly the events it journals, so a resumed
+coordinator continues where the journal ends. Starting, replacing and retiring worker actors:
+swarm.slots. Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from swarm.decisions import (
 from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal, read_events
 from swarm.lanes import MAIN, best_ref, split_workers
-from swarm.merge import merge_versions
-from swarm.noise import GatePolicy, Noise, Verdict
-from swarm.promotion import confirm_description, confirm_targets, judge, reapply_diff
+from swarm.noise import Noise
+from swarm.promoter import Promoter
+from swarm.promotion import confirm_description, confirm_targets
 from swarm.pacing import over_budget
 from swarm.records import ExperimentRecord, Kind, Reapply, Status, Usage
 from swarm.slots import Slot, WorkerSlots, short_error as _short
@@ -86,7 +88,7 @@ class Coordinator(WorkerSlots):
         self.overheads: list[float] = []
         self.best_ref = best_ref(config.tag, MAIN)
         self.fatal: str | None = None
-        self.policy = GatePolicy(config.confidence, config.max_runs, config.min_delta)
+        self.promoter = Promoter(config, self.repo, self._log, lambda: self.state)
         self.claims = None  # swarm.claims actor, created with the workers
 
     # ---- journal: every event goes through here ------------------------------------------
@@ -388,56 +390,17 @@ class Coordinator(WorkerSlots):
         gated = (self.config.gate and d.status in (Status.KEEP, Status.DISCARD) and record.kind != Kind.BASELINE
                  and best_before is not None)
         if gated:
-            self._gate(record, best_before)
+            self.promoter.judge(record, best_before)
         else:
             self._log(EventType.DECISION, exp_id=record.exp_id, status=d.status.value, reason=d.reason,
                       best_metric=best_before.metric if best_before else None)
             if record.kind == Kind.CONFIRM and record.commit in s.pending:
-                self._confirm_failed(record)
+                self.promoter.confirm_failed(record)
         if record.kind == Kind.BASELINE and self._lanes_without_best():
             self._maybe_finish_wave()
         if d.promote and not gated:
-            self._promote(record, best_before, d.combine)
+            self.promoter.promote(record, best_before, d.combine)
         self._progress(s.records[record.exp_id], best_before)
-
-    def _gate(self, record: ExperimentRecord, best: Best) -> None:
-        """The noise gate's decision on a clean measurement of a proposal, combination or confirmation.
-
-        The verdict is about the commit (all its measurements): promote or discard decides every
-        experiment of it still pending; "measure again" leaves this one pending and a confirmation
-        is scheduled ahead of fresh proposals. A re-measurement of the best itself is kept."""
-        s, commit = self.state, record.commit
-        if record.kind == Kind.CONFIRM and commit not in s.pending:
-            is_best = commit == best.commit
-            self._log(EventType.DECISION, exp_id=record.exp_id, status=(Status.KEEP if is_best else Status.DISCARD).value,
-                      reason=("re-measured the best: " if is_best else "its commit was decided meanwhile: ")
-                      + f"mean {s.sample(commit).mean:.6f} over {s.sample(commit).n} runs", best_metric=best.metric)
-            return
-        result = judge(s, commit, best, self.policy)
-        if result.verdict == Verdict.MEASURE_AGAIN:
-            self._log(EventType.DECISION, exp_id=record.exp_id, status=Status.PENDING.value, reason=result.reason,
-                      best_metric=best.metric, z=result.z)
-            return
-        status = Status.KEEP if result.verdict == Verdict.PROMOTE else Status.DISCARD
-        for exp_id in [*s.pending.get(commit, []), record.exp_id]:
-            if exp_id == record.exp_id or s.records[exp_id].status == Status.PENDING:
-                self._log(EventType.DECISION, exp_id=exp_id, status=status.value, reason=result.reason,
-                          best_metric=best.metric, z=result.z)
-        if status == Status.KEEP:
-            first = min((r for r in s.records.values() if r.commit == commit and r.kind != Kind.CONFIRM),
-                        key=lambda r: r.exp_id, default=record)
-            self._promote(first.replace(metric=s.sample(commit).mean), best, combine=first.parent != best.commit)
-
-    def _confirm_failed(self, record: ExperimentRecord) -> None:
-        """A confirmation crashed or timed out: after two such failures the candidate is discarded."""
-        s, commit = self.state, record.commit
-        failed = sum(1 for r in s.records.values() if r.kind == Kind.CONFIRM and r.commit == commit
-                     and r.status not in (Status.KEEP, Status.DISCARD, Status.PENDING, Status.INTERRUPTED))
-        if failed < 2:
-            return
-        for exp_id in list(s.pending.get(commit, [])):
-            self._log(EventType.DECISION, exp_id=exp_id, status=Status.DISCARD.value,
-                      reason=f"its confirmations failed {failed} times (last: {record.error[:120]})")
 
     def _settle(self) -> None:
         """Finish what a coordinator killed between two events left half-done (on resume)."""
@@ -452,7 +415,7 @@ class Coordinator(WorkerSlots):
             if (record.kind not in (Kind.BASELINE, Kind.CONFIRM) and record.status == Status.KEEP
                     and record.commit not in promoted and best is not None and sample is not None
                     and improves(sample.mean, best.metric, self.config.task.direction, self.config.min_delta)):
-                self._promote(record.replace(metric=sample.mean), best, combine=False)
+                self.promoter.promote(record.replace(metric=sample.mean), best, combine=False)
                 promoted.add(record.commit)
         if self._lanes_without_best() and s.wave_size:
             self._maybe_finish_wave()
@@ -479,54 +442,6 @@ class Coordinator(WorkerSlots):
             gitops.update_ref(self.repo, best_ref(self.config.tag, lane), s.base_commit)
             self._log(EventType.BEST_ADVANCED, commit=s.base_commit, metric=s.baseline_metric, exp_id=None,
                       previous_commit=None, previous_metric=None, lane=lane)
-
-    def _promote(self, record: ExperimentRecord, old: Best, combine: bool) -> None:
-        try:
-            gitops.update_ref(self.repo, best_ref(self.config.tag, record.lane), record.commit, old.commit)
-        except GitError as exc:  # the journal stays the truth: a resume re-tries the promotion (_settle)
-            self._log(EventType.NOTE, text=f"#{record.exp_id} not promoted: {exc}")
-            return
-        self._log(EventType.BEST_ADVANCED, commit=record.commit, metric=record.metric, exp_id=record.exp_id,
-                  previous_commit=old.commit, previous_metric=old.metric, lane=record.lane)
-        if not combine:
-            return
-        paths = self.config.task.mutable_files
-        try:
-            base, ours, theirs = ({p: gitops.file_at(self.repo, c, p) for p in paths}
-                                  for c in (record.parent, record.commit, old.commit))
-        except GitError as exc:  # e.g. a mutable file that is not UTF-8 text
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
-                      reason=f"cannot read the versions to combine: {exc}")
-            return
-        files = merge_versions(base, ours, theirs, paths)
-        if files is None:
-            self._queue_reapply(record, old)
-            return
-        if all(files.get(p) == ours[p] for p in paths):
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
-                      reason="nothing to combine: the older best's changes are already in")
-            return
-        other = self.state.records.get(old.exp_id) if old.exp_id is not None else None
-        description = f"combine #{record.exp_id} ({record.description}) + #{old.exp_id} ({other.description if other else 'best'})"
-        self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1,
-                  parent=record.commit, parent_metric=record.metric, files=files, description=description,
-                  sources=[record.exp_id, old.exp_id], lane=record.lane)
-
-    def _queue_reapply(self, record: ExperimentRecord, old: Best) -> None:
-        """The promoted candidate's change conflicts with the best it displaced: that win's change is
-        not dropped but queued for its agent to re-apply on top of the new best."""
-        lost = self.state.records.get(old.exp_id) if old.exp_id is not None else None
-        if lost is None:
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
-                      reason=f"its change conflicts with the best it raced against ({old.commit[:7]})")
-            return
-        paths = self.config.task.mutable_files
-        before, after = ({p: gitops.file_at(self.repo, c, p) for p in paths} for c in (lost.parent, lost.commit))
-        reapply = {"exp_id": lost.exp_id, "description": lost.description, "diff": reapply_diff(before, after)}
-        self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1, parent=record.commit,
-                  parent_metric=record.metric, files={}, reapply=reapply, sources=[record.exp_id, lost.exp_id],
-                  description=f"re-apply #{lost.exp_id} ({lost.description}) on #{record.exp_id}: they conflict",
-                  lane=record.lane)
 
     def _export(self) -> None:
         exports.write_exports(self.config.run_dir, self.state.result_records(), self.config.task.metric,
