@@ -496,3 +496,18 @@ def test_same_change_on_the_same_parent_runs_once(cluster, tmp_path):
     assert len(dups) == 1 and "the same change as #" in dups[0].error and dups[0].task_seconds == 0
     assert dups[0].commit and git(repo, "rev-parse", f"refs/swarm/dup/exp/{dups[0].exp_id}") == dups[0].commit
     assert len(ran) == 1 and ran[0].description == dups[0].description
+
+
+def test_a_pending_candidate_is_confirmed_after_a_resume(cluster, tmp_path):
+    repo = _noisy_repo(tmp_path / "task", noise=0.01)
+    steps = [{"SLEEP": 0.11}, {"Y": 0.5}]  # #4 lands in the grey zone (see the test above)
+    first = config(repo, "again", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=4, baseline_runs=3)
+    summary = Coordinator(first, out=lambda _: None).run()
+    assert summary.pending == 1 and records(repo, "again").pending_commits() == [records(repo, "again").records[4].commit]
+    from dataclasses import replace
+
+    Coordinator(replace(first, max_experiments=6, resume=True), out=lambda _: None).run()
+    check_invariants(repo, "again")
+    s = records(repo, "again")
+    assert s.assignments[5].kind == Kind.CONFIRM and s.assignments[5].parent == s.records[4].commit
+    assert s.records[5].description.startswith("confirm #4")
