@@ -1,69 +1,104 @@
-"""Three-way merges of text, string in / string out: re-applying an edit onto a newer base.
+"""Three-way merges of text, string in / string out: combining two changes of one base.
+
+Each side's change is a list of hunks against the base: a base line range [start, end) and the
+lines that replace it (difflib opcodes; an insertion has start == end). The merge takes every
+hunk of both sides in base order. Two hunks conflict only when their base ranges overlap, when
+both insert different text at the same position, or when one inserts strictly inside a range the
+other replaces or deletes; a hunk made identically by both sides is taken once. A replacement of
+n lines by n lines counts line by line. So changes to different lines always merge, adjacent lines
+included (two wins that changed `MATRIX_LR` and `SCALAR_LR` on neighbouring lines of train.py
+compose, also when both changed a third line the same way); line ends are kept as they are.
 
 A prefetched proposal is made on the best as it was when the agent started; when the best moved
 meanwhile, `rebase_files` carries the proposal's change (base -> proposal) over onto the new best
-(base -> new best) with a line-based diff3 merge. Changes of both sides that touch the same or
-adjacent lines are a conflict (None): the caller then asks the agent again. No disk, no git, no
-subprocess: the worker calls these at its edge. The coordinator's combination of two parallel wins
-uses `merge_versions` (the same merge, over the three versions of each mutable file).
+(base -> new best); on a conflict (None) the caller asks the agent again. The coordinator's
+combination of two parallel wins uses `merge_versions` (the same merge, over the three versions
+of each mutable file). No disk, no git, no subprocess: the callers use these at their edges.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Mapping, Sequence
 
 
-def _matches(base: Sequence[str], other: Sequence[str]) -> dict[int, int]:
-    """base line index -> other line index, for the lines a longest-match diff keeps unchanged."""
-    pairs: dict[int, int] = {}
+@dataclass(frozen=True)
+class Hunk:
+    """Base lines [start, end) replaced by `lines` (start == end: an insertion before `start`).
+
+    `within` is the base range of the whole change the hunk is part of (a replacement of n lines
+    by n lines is split into one hunk per changed line; None: the hunk's own); equality ignores it.
+    """
+
+    start: int
+    end: int
+    lines: tuple[str, ...]
+    within: tuple[int, int] | None = field(default=None, compare=False)
+
+    @property
+    def inserts(self) -> bool:
+        return self.start == self.end
+
+    @property
+    def outer(self) -> tuple[int, int]:
+        return self.within or (self.start, self.end)
+
+
+def hunks(base: Sequence[str], other: Sequence[str]) -> list[Hunk]:
+    """The changes that turn `base` into `other`, in base order (disjoint).
+
+    One hunk per difflib opcode, except that a replacement of n lines by n lines becomes one
+    hunk per line it changes (so a side that changed two neighbouring constants has two hunks).
+    """
+    out: list[Hunk] = []
     matcher = SequenceMatcher(None, base, other, autojunk=False)
-    for b, o, size in matcher.get_matching_blocks():
-        for k in range(size):
-            pairs[b + k] = o + k
-    return pairs
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            out.extend(Hunk(i1 + k, i1 + k + 1, (other[j1 + k],), (i1, i2))
+                       for k in range(i2 - i1) if base[i1 + k] != other[j1 + k])
+        else:
+            out.append(Hunk(i1, i2, tuple(other[j1:j2]), (i1, i2)))
+    return out
 
 
-def _resolve(base: list[str], ours: list[str], theirs: list[str]) -> list[str] | None:
-    if ours == base:
-        return theirs
-    if theirs == base or ours == theirs:
-        return ours
-    return None
+def conflicts(a: Hunk, b: Hunk) -> bool:
+    """Whether two hunks of different sides cannot both be applied (identical hunks: no)."""
+    if a == b:
+        return False
+    if a.inserts and b.inserts:
+        return a.start == b.start  # two different texts at the same place
+    if a.inserts:
+        return b.outer[0] < a.start < b.outer[1]  # inside what the other replaces
+    if b.inserts:
+        return a.outer[0] < b.start < a.outer[1]
+    return a.start < b.end and b.start < a.end  # overlapping ranges (touching ones are fine)
 
 
 def merge3_lines(base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]) -> list[str] | None:
-    """diff3 of line lists: both sides' changes relative to `base`, or None on a conflict.
+    """Both sides' changes relative to `base` applied together, or None on a conflict.
 
-    Walks alternating stable chunks (base lines kept by both sides, at matching positions) and
-    unstable chunks (up to the next base line both sides kept); an unstable chunk changed by one
-    side takes that side, changed identically by both takes it once, otherwise it conflicts.
+    See the module docstring for what conflicts. At one base position an insertion comes
+    before a replacement starting there.
     """
-    m_ours, m_theirs = _matches(base, ours), _matches(base, theirs)
-    out: list[str] = []
-    lo, lo_o, lo_t = 0, 0, 0
-    while lo < len(base) or lo_o < len(ours) or lo_t < len(theirs):
-        i = 0
-        while (lo + i < len(base) and m_ours.get(lo + i) == lo_o + i and m_theirs.get(lo + i) == lo_t + i):
-            i += 1
-        if i:
-            out.extend(base[lo : lo + i])
-            lo, lo_o, lo_t = lo + i, lo_o + i, lo_t + i
-            continue
-        j = next(
-            (k for k in range(lo, len(base))
-             if m_ours.get(k, -1) >= lo_o and m_theirs.get(k, -1) >= lo_t),
-            None,
-        )
-        if j is None:
-            end_b, end_o, end_t = len(base), len(ours), len(theirs)
-        else:
-            end_b, end_o, end_t = j, m_ours[j], m_theirs[j]
-        chunk = _resolve(list(base[lo:end_b]), list(ours[lo_o:end_o]), list(theirs[lo_t:end_t]))
-        if chunk is None:
+    mine, other = hunks(base, ours), hunks(base, theirs)
+    taken = list(mine)
+    for h in other:
+        if h in mine:
+            continue  # made identically by both sides: once
+        if any(conflicts(h, m) for m in mine):
             return None
-        out.extend(chunk)
-        lo, lo_o, lo_t = end_b, end_o, end_t
+        taken.append(h)
+    taken.sort(key=lambda h: (h.start, not h.inserts))
+    out: list[str] = []
+    pos = 0
+    for h in taken:
+        out.extend(base[pos:h.start])
+        out.extend(h.lines)
+        pos = h.end
+    out.extend(base[pos:])
     return out
 
 
@@ -120,4 +155,4 @@ def merge_versions(
     return merged
 
 
-__all__ = ["merge3_lines", "merge3_text", "merge_versions", "rebase_files"]
+__all__ = ["Hunk", "conflicts", "hunks", "merge3_lines", "merge3_text", "merge_versions", "rebase_files"]

@@ -8,8 +8,11 @@ proposal (an agent bug becomes a proposal with `error`: recorded invalid) or an 
 idle while the model thinks: proposal k+1 is prepared from the best as it was when experiment k
 started. `carry_over` then fits it to the assignment it is used for: as is when the best did not
 move, rebased onto the new best (`swarm.merge.rebase_files`) when it did, or None (ask again) when
-the change no longer applies or is already in the new best. Not covered: git, the worktree
-(agents that edit the worktree never prefetch), scheduling.
+the change no longer applies, is already in the new best, or answered another request (a free
+proposal where the assignment asks to re-apply a lost win). A prefetched proposal saw the
+experiments running when it was asked for, not those started since: a repeat of one of those is
+caught by the coordinator's duplicate check. Not covered: git, the worktree (agents that edit
+the worktree never prefetch), scheduling.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Attempt:
     seconds: float = 0.0
     finished_at: float = 0.0  # unix seconds
     prefetched: bool = False
+    reapply: int | None = None  # the exp id of the lost win the context asked to re-apply, if any
 
     @property
     def usage(self) -> Usage:
@@ -64,19 +68,22 @@ def ask_agent(agent: Any, ctx: Any, *, prefetched: bool = False) -> Attempt:
         )
     except Exception as exc:  # noqa: BLE001 - any other agent failure is a recorded invalid
         proposal = Proposal("agent failed", error=f"{type(exc).__name__}: {exc}")
+    reapply = getattr(ctx, "reapply", None)
     return Attempt(proposal, failure, ctx.baseline_commit, dict(ctx.files), time.monotonic() - t0, time.time(),
-                   prefetched)
+                   prefetched, reapply.exp_id if reapply is not None else None)
 
 
-def carry_over(attempt: Attempt, parent: str, files: Mapping[str, str]) -> Proposal | None:
+def carry_over(attempt: Attempt, parent: str, files: Mapping[str, str], reapply: int | None = None) -> Proposal | None:
     """The prefetched proposal fitted to an assignment starting from `parent` (mutable `files`).
 
     Made on `parent`: as is. Made on an older best: its change re-applied onto `files` by a
     three-way merge. None when it conflicts, or the change is already all in `files`: ask again.
-    An errored proposal stands as it is (it is recorded invalid either way).
+    An errored proposal stands as it is (it is recorded invalid either way). `reapply`: the exp
+    id of the lost win the assignment asks to re-apply; a proposal made for another request (a
+    free proposal for a re-apply, or the other way round) is None too.
     """
     proposal = attempt.proposal
-    if proposal is None:
+    if proposal is None or attempt.reapply != reapply:
         return None
     if attempt.base_commit == parent or proposal.error:
         return proposal

@@ -206,7 +206,7 @@ class Worker:
                     return self._result(record, a)
 
         if prefetch_next and self.prefetch_on and not self.prefetcher.pending:
-            self.prefetcher.start(self.agent, self._context(a, files, seed=prefetch_seed(a.seed)))
+            self.prefetcher.start(self.agent, self._context(a, files, seed=prefetch_seed(a.seed), reapply=False))
         record, failure_log = self._measure(a, base, commit, description)
         record = record.replace(usage=usage, content_hash=content_hash(self._read_files()), **extra)
         self.last_failure = failure_log or None
@@ -245,7 +245,8 @@ class Worker:
     def _read_files(self) -> dict[str, str]:
         return {p: _read_text(self.checkout / p) for p in self.spec.task.mutable_files}
 
-    def _context(self, a: Assignment, files: dict[str, str], seed: int) -> AgentContext:
+    def _context(self, a: Assignment, files: dict[str, str], seed: int, reapply: bool = True) -> AgentContext:
+        """The agent's context for `a` (`reapply=False`: a prefetch for the next, free proposal)."""
         task = self.spec.task
         program = _read_text(self.checkout / task.program_file) if task.program_file else ""
         return AgentContext(
@@ -262,7 +263,7 @@ class Worker:
             profile=self.spec.profile,
             seed=seed,
             in_flight=self._in_flight(a.lane),
-            reapply=a.reapply,
+            reapply=a.reapply if reapply else None,
         )
 
     def _proposal_for(self, a: Assignment, files: dict[str, str]) -> Attempt:

@@ -12,9 +12,9 @@ import pytest
 
 from swarm.agents import AgentSpec, make_agent
 from swarm.agents.base import Agent, AgentContext
-from swarm.agents.builtin import NOTHING_LEFT, BuiltinAgent, arm_statistics, reward_scale
+from swarm.agents.builtin import NOTHING_LEFT, BuiltinAgent, arm_statistics, measured_delta, reward_scale
 from swarm.agents.hyperparams import all_edits, apply_edits, effective_constants, parse_description
-from swarm.records import HistoryEntry, Proposal, Status, Usage
+from swarm.records import HistoryEntry, InFlight, Proposal, Reapply, Status, Usage
 from swarm.task import TaskSpec
 
 STANDIN = '''"""A generic stand-in trainer: constants only, no profile block."""
@@ -39,16 +39,21 @@ if PROFILE == "cpu":
 TASK = TaskSpec("toy", ("train.py",), ("python", "train.py"))
 
 
-def context(text=STANDIN, history=(), commit="c0", metric=1.0, profile=None, seed=0, task=TASK, noise=None):
+def context(text=STANDIN, history=(), commit="c0", metric=1.0, profile=None, seed=0, task=TASK, noise=None,
+            in_flight=(), reapply=None):
     return AgentContext(
         worker="w0", worktree=Path("."), task=task, program="", files={task.mutable_files[0]: text},
         baseline_commit=commit, baseline_metric=metric, noise=noise, history=tuple(history),
-        profile=profile, seed=seed,
+        profile=profile, seed=seed, in_flight=tuple(in_flight), reapply=reapply,
     )
 
 
-def entry(i, description, status=Status.DISCARD, metric=1.1, parent="c0", parent_metric=1.0):
-    return HistoryEntry(i, "w0", "builtin", description, status, metric, parent, parent_metric)
+def entry(i, description, status=Status.DISCARD, metric=1.1, parent="c0", parent_metric=1.0, **more):
+    return HistoryEntry(i, "w0", "builtin", description, status, metric, parent, parent_metric, **more)
+
+
+def running(i, description, parent="c0"):
+    return InFlight(i, f"w{i}", "builtin", parent, description)
 
 
 def test_protocol_and_factory():
@@ -223,3 +228,111 @@ def test_bandit_beats_random_edits_on_a_synthetic_objective():
     assert statistics.mean(bandit) < 0.1 * start  # real progress: from 1.3 to near the optimum
     assert statistics.mean(bandit) < 0.6 * statistics.mean(control)
     assert statistics.median(bandit) < statistics.median(control)
+
+
+# ------------------------------------------------------------------ what runs now, statuses, means
+
+
+def test_never_proposes_an_edit_running_now_on_another_worker():
+    lr_edits = [e.describe() for e in all_edits(STANDIN, only=["LR"], max_level=3)]
+    assert len(lr_edits) == 6
+    for seed in range(6):
+        agent = BuiltinAgent(seed=seed, only=["LR"])
+        p = agent.propose(context(in_flight=[running(i, d) for i, d in enumerate(lr_edits[:5])], seed=seed))
+        assert p.description == lr_edits[5]
+    everything = [running(i, d) for i, d in enumerate(lr_edits)]
+    assert BuiltinAgent(only=["LR"]).propose(context(in_flight=everything)).error == NOTHING_LEFT
+    elsewhere = [running(i, d, parent="other") for i, d in enumerate(lr_edits)]  # another baseline
+    assert BuiltinAgent(only=["LR"]).propose(context(in_flight=elsewhere)).error is None
+    half = [running(0, lr_edits[0])]
+    done = [entry(1, lr_edits[1]), entry(2, lr_edits[2], Status.DUPLICATE)]
+    for seed in range(10):  # finished (a duplicate too) and running: both count as tried
+        p = BuiltinAgent(seed=seed, only=["LR"]).propose(context(history=done, in_flight=half, seed=seed))
+        assert p.description not in lr_edits[:3]
+
+
+def test_confirmations_are_not_edits_for_learning_or_for_tried():
+    history = [entry(0, "confirm #7 (LR 0.1 -> 0.07)", Status.KEEP, metric=0.5),
+               entry(1, "confirm #8: WIDTH 64 -> 128", Status.CRASH, metric=None)]
+    assert arm_statistics(tuple(history)) == {}
+    agent = BuiltinAgent(only=["LR"], max_level=1)
+    seen = {agent.propose(context(history=history, in_flight=[running(9, "confirm #3: LR 0.1 -> 0.14")])).description
+            for _ in range(2)}
+    assert seen == {"LR 0.1 -> 0.14", "LR 0.1 -> 0.0714"}  # neither was blocked by a confirmation
+
+
+def test_rejected_is_penalised_duplicate_ignored_pending_and_means_count():
+    history = [
+        entry(0, "LR 0.1 -> 0.07", Status.REJECTED, metric=None),
+        entry(1, "WIDTH 64 -> 128", Status.DUPLICATE, metric=0.5),
+        entry(2, "DEPTH 3 -> 4", Status.PENDING, metric=0.9, mean=0.9, runs=1),
+        entry(3, "DROPOUT 0.1 -> 0.2", Status.DISCARD, metric=0.8, mean=1.2, runs=3, confirmed=True),
+    ]
+    stats = arm_statistics(tuple(history), "min")
+    mean = {arm: s.posterior(1.0)[0] for arm, s in stats.items()}
+    assert mean[("LR", "down")] < 0  # the referee refused it: like a crash
+    assert ("WIDTH", "up") not in stats  # a duplicate teaches nothing
+    assert mean[("DEPTH", "up")] > 0  # pending: its mean so far
+    assert mean[("DROPOUT", "up")] < 0  # its mean (1.2) over three runs, not the lucky first (0.8)
+    assert measured_delta(history[3]) == pytest.approx(0.2) and measured_delta(history[0]) is None
+    assert reward_scale(history) == pytest.approx(0.15)  # median of |0.1| and |0.2|
+
+
+# ------------------------------------------------------------------ re-applying a lost win
+
+
+def test_reapply_sets_the_constants_of_the_lost_win_on_the_current_file():
+    text = GPT_LIKE.replace("MATRIX_LR = 0.04", "MATRIX_LR = 0.03")  # the best moved the same line
+    task = TaskSpec("gpt", ("trainer/train.py",), ("python",))
+    r = Reapply(12, "MATRIX_LR 0.04 -> 0.05", "")
+    p = BuiltinAgent(seed=3).propose(context(text, profile="gpu", task=task, reapply=r))
+    assert p.error is None and p.description == "re-apply #12: MATRIX_LR 0.03 -> 0.05"
+    new = p.files["trainer/train.py"]
+    assert effective_constants(new, "gpu")["MATRIX_LR"].value == 0.05
+    assert new == text.replace("MATRIX_LR = 0.03", "MATRIX_LR = 0.05")
+    assert [e.key for e in parse_description(p.description)] == [("MATRIX_LR", "0.05")]  # learnable as usual
+
+
+def test_reapply_of_several_edits_in_the_cpu_profile_skips_those_already_in():
+    task = TaskSpec("gpt", ("trainer/train.py",), ("python",))
+    r = Reapply(4, 're-apply #2: DEPTH 4 -> 6; TOTAL_BATCH_SIZE 2**13 -> 2**14; WINDOW_PATTERN "SSSL" -> "SSSL"', "")
+    p = BuiltinAgent().propose(context(GPT_LIKE, profile="cpu", task=task, reapply=r))
+    assert p.description == "re-apply #4: DEPTH 4 -> 6; TOTAL_BATCH_SIZE 2**13 -> 2**14"
+    new = p.files["trainer/train.py"]
+    assert effective_constants(new, "cpu")["DEPTH"].value == 6 and effective_constants(new, "gpu")["DEPTH"].value == 8
+    assert "    TOTAL_BATCH_SIZE = 2**14" in new
+
+
+def test_reapply_falls_back_to_the_diff_for_a_prose_description():
+    diff = ("--- a/train.py\n+++ b/train.py\n@@ -2,2 +2,2 @@\n-LR = 0.1  # learning rate\n"
+            "+LR = 0.05  # learning rate\n-WIDTH = 64  # hidden width\n+WIDTH = 96  # hidden width\n")
+    p = BuiltinAgent().propose(context(reapply=Reapply(7, "lower lr, wider", diff)))
+    assert p.error is None and p.description == "re-apply #7: LR 0.1 -> 0.05; WIDTH 64 -> 96"
+    assert effective_constants(p.files["train.py"])["WIDTH"].value == 96
+
+
+def test_reapply_that_cannot_be_done_is_an_error_not_a_random_edit():
+    agent = BuiltinAgent()
+    cases = {
+        "missing": Reapply(1, "NO_SUCH 1 -> 2", ""),
+        "already": Reapply(2, "LR 0.2 -> 0.1; DEPTH 2 -> 3", ""),
+        "prose": Reapply(3, "rewrote the attention", "+    x = attention(q, k, v)\n"),
+    }
+    for what, r in cases.items():
+        p = agent.propose(context(reapply=r))
+        assert p.error and not p.files and "\n" not in p.error, what
+        assert p.description == f"re-apply #{r.exp_id}"
+    assert "already" in agent.propose(context(reapply=cases["already"])).error
+    assert "NO_SUCH" in agent.propose(context(reapply=cases["missing"])).error
+
+
+def test_reapply_already_running_or_tried_on_this_baseline_is_an_error():
+    r = Reapply(5, "LR 0.2 -> 0.05", "")
+    busy = context(reapply=r, in_flight=[running(9, "re-apply #5: LR 0.1 -> 0.05")])
+    assert "already tried or runs" in BuiltinAgent().propose(busy).error
+    done = context(reapply=r, history=[entry(8, "LR 0.1 -> 0.05")])
+    assert BuiltinAgent().propose(done).error
+    agent = BuiltinAgent()
+    assert agent.propose(context(reapply=r)).error is None
+    assert agent.propose(context(reapply=r)).error  # its own proposal is in flight
+    assert agent.propose(context(reapply=r, commit="c1")).error is None  # a new baseline

@@ -14,9 +14,11 @@ from swarm.agents.hyperparams import (
     describe,
     edit_key,
     effective_constants,
+    is_confirmation,
     literal_value,
     parse_description,
 )
+from swarm.agents.reapply import diff_assignments, setting_edits
 
 SAMPLE = '''"""A miniature trainer in the train.py convention."""
 import math
@@ -218,3 +220,42 @@ def test_real_train_py():
             new = apply_edits(text, [e])
             assert len(changed_lines(text, new)) == 1
             assert effective_constants(new, profile)[e.name].value == literal_value(e.new)
+
+
+# ------------------------------------------------------------------ confirmations and re-applying
+
+
+def test_confirmation_descriptions_are_not_edits():
+    for d in ("confirm #12 (MATRIX_LR 0.04 -> 0.056)", "confirm #12: MATRIX_LR 0.04 -> 0.056", "Confirm #3"):
+        assert is_confirmation(d) and parse_description(d) == []
+    assert not is_confirmation("MATRIX_LR 0.04 -> 0.056") and not is_confirmation("confirmed batch size")
+    assert [p.name for p in parse_description("re-apply #12: MATRIX_LR 0.04 -> 0.056; DEPTH 8 -> 9")] == [
+        "MATRIX_LR", "DEPTH"]
+
+
+def test_diff_assignments_reads_added_constant_lines():
+    diff = (
+        "diff --git a/trainer/train.py b/trainer/train.py\n--- a/trainer/train.py\n+++ b/trainer/train.py\n"
+        "@@ -10,3 +10,3 @@\n-MATRIX_LR = 0.04  # Muon lr\n+MATRIX_LR = 0.05  # Muon lr\n"
+        "+MODEL_DIM = DEPTH * 64\n@@ -30,2 +30,2 @@\n-    DEPTH = 4\n+    DEPTH = 5\n"
+        "--- a/other.py\n+++ b/other.py\n+LR = 3\n"
+    )
+    assert diff_assignments(diff, "trainer/train.py") == [("MATRIX_LR", "0.05", False), ("DEPTH", "5", True)]
+    assert ("LR", "3", False) in diff_assignments(diff)
+    assert diff_assignments("+N_STEPS: int = 300  # annotated\n") == [("N_STEPS", "300", False)]
+
+
+def test_setting_edits_targets_the_right_assignment_and_says_what_it_skipped():
+    edits, skipped = setting_edits(SAMPLE, "cpu", [("MATRIX_LR", "0.05", None), ("DEPTH", "6", None),
+                                                   ("NOPE", "1", None), ("HEAD_DIM", "32", None)])
+    new = apply_edits(SAMPLE, edits)
+    assert [e.describe() for e in edits] == ["MATRIX_LR 0.04 -> 0.05", "DEPTH 4 -> 6"]
+    assert effective_constants(new, "cpu")["DEPTH"].value == 6 and effective_constants(new, "gpu")["DEPTH"].value == 8
+    assert any("NOPE" in s for s in skipped) and any("HEAD_DIM is already 32" in s for s in skipped)
+    top, _ = setting_edits(SAMPLE, "cpu", [("DEPTH", "9", False)])  # the top-level line, not the override
+    assert effective_constants(apply_edits(SAMPLE, top), "gpu")["DEPTH"].value == 9
+    block, _ = setting_edits(SAMPLE, "cpu", [("DEPTH", "5", True)])
+    assert effective_constants(apply_edits(SAMPLE, block), "cpu")["DEPTH"].value == 5
+    none, why = setting_edits(SAMPLE, "gpu", [("DEPTH", "5", True), ("MATRIX_LR", "x y", None)])
+    assert none == [] and len(why) == 2
+    assert setting_edits(SAMPLE, "gpu", [("TOTAL_BATCH_SIZE", "524288", None)])[0] == []  # == 2**19

@@ -10,9 +10,15 @@ from fake_llm_server import FakeLLMServer, Reply
 from swarm.agents import make_agent, parse_agent_spec
 from swarm.agents.base import AgentContext
 from swarm.agents.llm import LLMAgent
-from swarm.agents.prompt import build_command_prompt, build_messages, messages_tokens
+from swarm.agents.prompt import (
+    IN_FLIGHT_ROWS,
+    build_command_prompt,
+    build_messages,
+    messages_tokens,
+    reapply_description,
+)
 from swarm.errors import AgentError, ConfigError
-from swarm.records import HistoryEntry, Status
+from swarm.records import HistoryEntry, InFlight, Reapply, Status
 from swarm.task import TaskSpec
 
 PATH = "trainer/train.py"
@@ -36,7 +42,7 @@ BAD = "Description: oops\n\n<<<<<<< SEARCH\nMATRIX_LR = 0.4\n=======\nMATRIX_LR 
 SECRET = "sk-test-very-secret-value-1234"
 
 
-def make_ctx(tmp_path, history=(), last_failure=None) -> AgentContext:
+def make_ctx(tmp_path, history=(), last_failure=None, in_flight=(), reapply=None) -> AgentContext:
     task = TaskSpec("gpt-cpu", (PATH,), ("{python}", "-m", "trainer.train"), time_budget=20.0)
     return AgentContext(
         worker="w1",
@@ -51,11 +57,22 @@ def make_ctx(tmp_path, history=(), last_failure=None) -> AgentContext:
         last_failure=last_failure,
         profile="cpu",
         seed=7,
+        in_flight=tuple(in_flight),
+        reapply=reapply,
     )
 
 
-def entry(i: int, metric: float | None, status=Status.DISCARD, parent="old", desc=None) -> HistoryEntry:
-    return HistoryEntry(i, f"w{i % 4}", "builtin", desc or f"experiment number {i}", status, metric, parent, 1.3)
+def entry(i: int, metric: float | None, status=Status.DISCARD, parent="old", desc=None, **more) -> HistoryEntry:
+    return HistoryEntry(i, f"w{i % 4}", "builtin", desc or f"experiment number {i}", status, metric, parent, 1.3,
+                        **more)
+
+
+BASE = "abc123def4567890"
+REAPPLY = Reapply(
+    12, "MATRIX_LR 0.04 -> 0.05",
+    f"--- a/{PATH}\n+++ b/{PATH}\n@@ -2,3 +2,3 @@\n DEPTH = 8  # number of layers\n"
+    "-MATRIX_LR = 0.04  # Muon learning rate\n+MATRIX_LR = 0.05  # Muon learning rate\n WARMUP = 0.0\n",
+)
 
 
 def agent(server: FakeLLMServer, **options) -> LLMAgent:
@@ -84,8 +101,8 @@ def test_messages_hold_program_file_history_failure_baseline_noise(tmp_path):
     user = msgs[1]["content"]
     assert TRAIN.rstrip() in user and "CUDA out of memory" in user
     assert "1.2345" in user and "0.0021" in user and "abc123def456" in user
-    assert "| 1 | w1 | builtin | keep | 1.25 | -0.05 | cur | deeper / wider |" in user
-    assert "| 2 | w2 | builtin | crash | - | - | cur | huge batch |" in user
+    assert "| 1 | w1 | builtin | keep | 1.25 | -0.05 | 1 | cur | deeper / wider |" in user
+    assert "| 2 | w2 | builtin | crash | - | - | - | cur | huge batch |" in user
 
 
 def test_budget_drops_oldest_history_first_but_keeps_the_best(tmp_path):
@@ -104,6 +121,64 @@ def test_command_prompt_points_at_program_file_and_asks_for_description(tmp_path
     text = build_command_prompt(make_ctx(tmp_path, [entry(1, 1.25)]))
     assert "Read program.md" in text and "Description:" in text and PATH in text
     assert TRAIN not in text  # the CLI reads the file itself
+
+
+def test_noise_is_sigma_and_confirmed_results_show_their_mean(tmp_path):
+    history = [
+        entry(1, 1.20, Status.KEEP, parent=BASE, runs=3, mean=1.25, confirmed=True, desc="lower lr"),
+        entry(2, 1.28, Status.PENDING, parent=BASE, desc="warmup"),
+        entry(3, None, Status.REJECTED, parent=BASE, desc="peeked at val"),
+        entry(4, 1.28, Status.DUPLICATE, parent=BASE, desc="warmup again"),
+    ]
+    user = build_messages(make_ctx(tmp_path, history))[1]["content"]
+    assert "sigma = 0.0021" in user and "smaller than ~2 sigma (0.0042) is noise" in user
+    assert "| 1 | w1 | builtin | keep | 1.25 +-0.0012 | -0.05 | 3 ok | cur | lower lr |" in user  # the mean
+    assert "| 2 | w2 | builtin | pending | 1.28 | -0.02 | 1 | cur | warmup |" in user
+    assert "| 3 | w3 | builtin | rejected | - | - | - | cur | peeked at val |" in user
+    assert "| 4 | w0 | builtin | duplicate | 1.28 |" in user
+    assert "rejected = the referee refused the run" in user and "duplicate = the same change" in user
+    plain = build_messages(make_ctx(tmp_path, [entry(1, 1.25)]))[1]["content"]
+    assert "rejected =" not in plain  # legend lines only for statuses present
+
+
+def test_running_experiments_on_this_baseline_are_listed_not_to_repeat(tmp_path):
+    running = [InFlight(20 + i, f"w{i}", "openai/m", BASE, f"idea {i} | with a bar") for i in range(40)]
+    running.append(InFlight(99, "w9", "builtin", "older-best", "stale idea"))
+    for text in (build_messages(make_ctx(tmp_path, in_flight=running))[1]["content"],
+                 build_command_prompt(make_ctx(tmp_path, in_flight=running))):
+        assert "Running now on other workers: do not repeat these" in text
+        assert "- #20 on w0 (openai/m): idea 0 / with a bar" in text
+        assert f"... and {40 - IN_FLIGHT_ROWS} more" in text and "stale idea" not in text
+    quiet = build_messages(make_ctx(tmp_path))[1]["content"]
+    assert "Running now" not in quiet
+
+
+def test_reapply_asks_for_that_change_with_its_description_and_diff(tmp_path):
+    msgs = build_messages(make_ctx(tmp_path, reapply=REAPPLY))
+    user = msgs[1]["content"]
+    assert "Re-apply a lost win" in user and "Experiment #12 improved the metric: MATRIX_LR 0.04 -> 0.05" in user
+    assert "+MATRIX_LR = 0.05  # Muon learning rate" in user and "```diff" in user
+    assert "Do NOT propose a new idea" in user and "Description: re-apply #12:" in user
+    assert "Propose ONE experiment" not in user and TRAIN.rstrip() in user
+    assert "<<<<<<< SEARCH" in msgs[0]["content"]  # the same reply format
+    cmd = build_command_prompt(make_ctx(tmp_path, reapply=REAPPLY))
+    assert "re-apply #12's change" in cmd and "+MATRIX_LR = 0.05" in cmd and "in place" in cmd
+    assert reapply_description(REAPPLY, "Re-apply #12: lr up") == "Re-apply #12: lr up"
+    assert reapply_description(REAPPLY, "lr  up") == "re-apply #12: lr up"
+    assert reapply_description(REAPPLY, "") == "re-apply #12: MATRIX_LR 0.04 -> 0.05"
+    assert reapply_description(REAPPLY, "re-apply #123: x") == "re-apply #12: re-apply #123: x"
+
+
+def test_budget_keeps_reapply_and_running_and_drops_history_first(tmp_path):
+    history = [entry(i, 1.3 + i * 1e-5) for i in range(1, 2001)]
+    big = Reapply(5, "rewrite", "+x = 1\n" * 10_000)  # a huge diff is cut
+    running = [InFlight(3000 + i, f"w{i}", "m", BASE, "d" * 300) for i in range(100)]
+    ctx = make_ctx(tmp_path, history, last_failure="y" * 50_000, in_flight=running, reapply=big)
+    msgs = build_messages(ctx, budget=12_000)
+    user = msgs[1]["content"]
+    assert messages_tokens(msgs) <= 12_100
+    assert "more characters of the diff not shown" in user and "- #3000 on w0" in user
+    assert "| 2000 |" in user and "| 10 |" not in user and TRAIN.rstrip() in user
 
 
 # -- the agent against the fake server -------------------------------------------------------------
@@ -231,3 +306,25 @@ def test_cost_from_litellm_price_table_or_zero_when_unknown(tmp_path):
         unknown = LLMAgent("openai/no-such-model-xyz", **base).propose(make_ctx(tmp_path))
     assert known.usage.cost_usd > 0
     assert unknown.usage.cost_usd == 0.0 and unknown.usage.tokens_in == 1000
+
+
+def test_llm_agent_reapplies_and_labels_the_description(tmp_path):
+    with FakeLLMServer([GOOD]) as server:
+        p = agent(server).propose(make_ctx(tmp_path, reapply=REAPPLY))
+    assert p.error is None and p.files == {PATH: TRAIN.replace("0.04", "0.05")}
+    assert p.description == "re-apply #12: raise the Muon learning rate"
+    assert "Re-apply a lost win" in server.requests[0].messages[-1]["content"]
+    with FakeLLMServer(default=BAD) as server:
+        failed = agent(server, max_edit_rounds=1).propose(make_ctx(tmp_path, reapply=REAPPLY))
+    assert failed.error and failed.description == "re-apply #12: edit did not apply"
+
+
+def test_command_agent_labels_a_reapply(tmp_path):
+    import sys
+
+    from swarm.agents.command import CommandAgent
+
+    script = tmp_path / "cli.py"
+    script.write_text("import sys\nassert 'Re-apply a lost win' in sys.argv[-1]\nprint('Description: lr up')\n")
+    p = CommandAgent([sys.executable, str(script)], timeout=30).propose(make_ctx(tmp_path, reapply=REAPPLY))
+    assert p.error is None and p.description == "re-apply #12: lr up"

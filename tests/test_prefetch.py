@@ -42,9 +42,11 @@ def test_merge_conflict_on_the_same_line_is_none():
     assert merge3_text(BASE, BASE.replace("B = 2", "B = 5"), BASE.replace("B = 2", "B = 6")) is None
 
 
-def test_merge_adjacent_changes_conflict_like_git():
+def test_merge_adjacent_changes_merge_unlike_git():
     base = "A = 1\nB = 2\n"
-    assert merge3_text(base, "A = 9\nB = 2\n", "A = 1\nB = 8\n") is None
+    assert merge3_text(base, "A = 9\nB = 2\n", "A = 1\nB = 8\n") == "A = 9\nB = 8\n"
+    assert rebase_files({"t.py": base}, {"t.py": "A = 9\nB = 2\n"}, {"t.py": "A = 1\nB = 8\n"}) == {
+        "t.py": "A = 9\nB = 8\n"}
 
 
 def test_merge_insertions_deletions_and_trailing_lines():
@@ -75,6 +77,27 @@ def test_carry_over_as_is_rebased_or_ask_again():
     assert carry_over(attempt, "new", {"t.py": BASE.replace("A = 1", "A = 7")}) is None  # already in
     bad = Attempt(Proposal("x", error="did not apply"), None, "old", {"t.py": BASE})
     assert carry_over(bad, "new", {"t.py": BASE}).error == "did not apply"
+    # a re-apply assignment never takes a free proposal, nor the other way round
+    assert carry_over(attempt, "old", {"t.py": BASE}, reapply=12) is None
+    made_for_12 = Attempt(p, None, "old", {"t.py": BASE}, reapply=12)
+    assert carry_over(made_for_12, "old", {"t.py": BASE}, reapply=12) is p
+    assert carry_over(made_for_12, "old", {"t.py": BASE}) is None
+
+
+def test_ask_agent_records_which_reapply_it_answered():
+    from swarm.records import Reapply
+
+    class Echo:
+        def propose(self, ctx):
+            return Proposal("x", files={"t.py": "x\n"})
+
+    class Ctx:
+        baseline_commit, files, reapply = "c0", {"t.py": BASE}, Reapply(12, "A 1 -> 2", "")
+
+    class Plain:
+        baseline_commit, files = "c0", {"t.py": BASE}
+
+    assert ask_agent(Echo(), Ctx()).reapply == 12 and ask_agent(Echo(), Plain()).reapply is None
 
 
 # ---- pacing -------------------------------------------------------------------------------

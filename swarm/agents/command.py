@@ -10,7 +10,8 @@ The CLI needs its own API key, so it gets this process's environment unchanged (
 extras): unlike the trainer's, it is not scrubbed. Run only CLIs you trust with those keys.
 
 Returns `Proposal(description, files={})`: the description is the `Description:` line of the
-CLI's output, else its first line; the worker reads the change from git and rejects changes
+CLI's output, else its first line (labelled `re-apply #N: ...` when the context asked to
+re-apply a lost win); the worker reads the change from git and rejects changes
 outside the mutable files. A CLI that exits non-zero, fails to start or times out gives a
 proposal with `error` set. Not covered: git (the worker), cost (CLIs report it their own way).
 """
@@ -22,7 +23,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from swarm.agents.base import AgentContext
-from swarm.agents.prompt import DEFAULT_BUDGET, build_command_prompt
+from swarm.agents.prompt import DEFAULT_BUDGET, build_command_prompt, reapply_description
 from swarm.errors import ConfigError
 from swarm.proc import run_process
 from swarm.records import Proposal, Usage
@@ -93,6 +94,8 @@ class CommandAgent:
         )
         usage = Usage(calls=1)
         description = describe_output(result.output_tail) or f"{self.name} edit"
+        if ctx.reapply is not None:
+            description = reapply_description(ctx.reapply, description)
         if result.timed_out:
             return Proposal(description, {}, usage, error=f"{self.name} timed out after {self.timeout:g} s")
         if result.returncode != 0:

@@ -487,13 +487,22 @@ def describe(edits: Iterable[Edit]) -> str:
 
 
 _PART_RE = re.compile(r"([A-Z][A-Z0-9_]*) (.+?) -> (.+)")
+_CONFIRM_RE = re.compile(r"\s*confirm\b", re.IGNORECASE)
+
+
+def is_confirmation(description: str) -> bool:
+    """A confirmation run's description ("confirm #12 (...)"): a re-measurement, not an edit."""
+    return bool(_CONFIRM_RE.match(description))
 
 
 def parse_description(description: str) -> list[ParsedEdit]:
     """The `NAME old -> new` parts of a description (others, e.g. an LLM's prose, are skipped).
 
-    A leading label ending in ": " (such as "combine #3 + #5: ") is tolerated.
+    A leading label ending in ": " (such as "re-apply #12: ") is tolerated. A confirmation's
+    description ("confirm #12 (...)") has no parts: it measured an existing commit again.
     """
+    if is_confirmation(description):
+        return []
     out = []
     for part in description.split(";"):
         part = part.strip()

@@ -1,10 +1,11 @@
 """The LLM agent: any litellm model proposes an edit as SEARCH/REPLACE blocks.
 
-One `propose` = one conversation: the context from `swarm.agents.prompt`, the model's reply
-applied by `swarm.edits`; when it does not apply, the error (which block, the closest lines) goes
-back as the next user message, up to `max_edit_rounds` replies, then the proposal carries
-`error` (the worker records it `invalid`). Usage (calls, tokens, cost) of every call is summed
-into `Proposal.usage`.
+One `propose` = one conversation: the context from `swarm.agents.prompt` (with `ctx.reapply`
+set, a request to re-apply that lost win's change; the description is then labelled
+`re-apply #N: ...`), the model's reply applied by `swarm.edits`; when it does not apply, the
+error (which block, the closest lines) goes back as the next user message, up to
+`max_edit_rounds` replies, then the proposal carries `error` (the worker records it `invalid`).
+Usage (calls, tokens, cost) of every call is summed into `Proposal.usage`.
 
 Transient API failures (rate limits, connection errors, timeouts, 5xx) are retried here with
 exponential backoff, honouring Retry-After, within `num_retries` and `max_retry_wait`; after
@@ -24,7 +25,7 @@ import time
 from typing import Any
 
 from swarm.agents.base import AgentContext
-from swarm.agents.prompt import DEFAULT_BUDGET, build_messages
+from swarm.agents.prompt import DEFAULT_BUDGET, build_messages, reapply_description
 from swarm.edits import apply_reply
 from swarm.errors import AgentError, ConfigError, EditError
 from swarm.records import Proposal, Usage
@@ -152,11 +153,16 @@ class LLMAgent:
                 continue
             current.update(changed)
             description = desc or description or f"edit of {default}"
+            if ctx.reapply is not None:
+                description = reapply_description(ctx.reapply, description)
             files = {p: t for p, t in current.items() if t != ctx.files.get(p)}
             return Proposal(description=description, files=files, usage=usage)
         first = next((line for line in last_error.splitlines() if line.strip()), "the edit did not apply")
+        description = description or "edit did not apply"
+        if ctx.reapply is not None:
+            description = reapply_description(ctx.reapply, description)
         return Proposal(
-            description=description or "edit did not apply",
+            description=description,
             files={},
             usage=usage,
             error=f"edit did not apply after {self.max_edit_rounds} round(s): {_one_line(first, 200)}",
