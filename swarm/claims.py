@@ -44,6 +44,10 @@ class Claims:
         self.running[flight.exp_id] = (key, flight)
         return None
 
+    def taken(self, lane: str, parent: str, digest: str) -> int | None:
+        """The exp id holding this change on this parent, or None (nothing is claimed)."""
+        return self.holder.get((lane, parent, digest))
+
     def finish(self, exp_id: int) -> None:
         """The experiment ended: its change stays taken, it is no longer in flight."""
         self.running.pop(exp_id, None)
@@ -74,6 +78,9 @@ def claims_actor() -> Any:
 
             def claim(self, lane, parent, digest, flight):
                 return self.claims.claim(lane, parent, digest, flight)
+
+            def taken(self, lane, parent, digest):
+                return self.claims.taken(lane, parent, digest)
 
             def finish(self, exp_id):
                 self.claims.finish(exp_id)

@@ -269,7 +269,7 @@ class Coordinator(WorkerSlots):
         )
 
     def _confirm_targets(self, lane: str, worker: str, running: list[Assignment]) -> list[str]:
-        return confirm_targets(self.state, lane, worker, running, self.config.baseline_runs)
+        return confirm_targets(self.state, lane, worker, running, self.config.max_runs)
 
     def _fill_idle(self, stopping: bool) -> None:
         for slot in self.slots:

@@ -8,7 +8,7 @@ commit's own mean over the summed degrees of freedom.
 
 The gate compares a candidate's mean with the best's mean in units of the standard error of their
 difference (a z score). It promotes on a clear win (z at least the one-sided normal quantile of
-the confidence, e.g. 2.33 at 0.99), discards on a loss or when a candidate still is not clearly
+the confidence, e.g. 2.05 at 0.98; on a single run at least 3), discards on a loss or when a candidate still is not clearly
 better after `max_runs` measurements, and otherwise asks for another measurement. The futility
 bound rises with each measurement, so that a candidate has to look steadily better to earn more
 GPU time. Not covered: which commits are candidates or what happens on a promotion (the
@@ -70,6 +70,9 @@ def pooled_noise(groups: Iterable[Sequence[float]]) -> Noise:
     return Noise(math.sqrt(squares / dof), runs, dof)
 
 
+AT_ONCE_Z = 3.0  # a single run is promoted only when it wins by at least this many standard errors
+
+
 class Verdict(str, Enum):
     PROMOTE = "promote"
     DISCARD = "discard"
@@ -87,13 +90,22 @@ class GateResult:
 class GatePolicy:
     """How sure a promotion must be. `confidence` is the one knob users turn."""
 
-    confidence: float = 0.99
-    max_runs: int = 4  # measurements of a candidate before the gate must decide
+    confidence: float = 0.98
+    max_runs: int = 6  # measurements of a candidate before the gate must decide
     min_delta: float = 0.0  # an extra floor: the mean must also beat the best's by more than this
 
     @property
     def z_promote(self) -> float:
         return NormalDist().inv_cdf(self.confidence)
+
+    @property
+    def z_at_once(self) -> float:
+        """The bar for promoting on a single measurement: several standard errors (at least 3)."""
+        return max(AT_ONCE_Z, self.z_promote)
+
+    def z_bar(self, n: int) -> float:
+        """The promotion bar after n measurements of the candidate."""
+        return self.z_at_once if n <= 1 else self.z_promote
 
     def z_futile(self, n: int) -> float:
         """Below this z after n measurements the candidate is discarded: 0 after the first
@@ -127,9 +139,9 @@ def gate(candidate: Sample, best: Sample, sigma: float | None, direction: str, p
     se = sigma * math.sqrt(1.0 / candidate.n + 1.0 / best.n)
     z = g / se
     where = f"mean {candidate.mean:.6f} over {runs} vs best {best.mean:.6f} over {best.n}: {z:+.1f} SE"
-    if z >= policy.z_promote and g > policy.min_delta:
+    if z >= policy.z_bar(candidate.n) and g > policy.min_delta:
         return GateResult(Verdict.PROMOTE, f"clear win: {where}", z)
-    if z >= policy.z_promote:
+    if z >= policy.z_bar(candidate.n):
         return GateResult(Verdict.DISCARD, f"gain {g:.6f} not above --min-delta {policy.min_delta}: {where}", z)
     if candidate.n >= policy.max_runs:
         return GateResult(Verdict.DISCARD, f"not clearly better after {runs}: {where}", z)

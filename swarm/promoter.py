@@ -22,7 +22,7 @@ from swarm.journal import EventType
 from swarm.lanes import best_ref
 from swarm.merge import merge_versions
 from swarm.noise import GatePolicy, Verdict
-from swarm.promotion import judge, reapply_diff
+from swarm.promotion import judge, judge_against_parent, reapply_diff
 from swarm.records import ExperimentRecord, Kind, Status
 from swarm.state import RunState
 
@@ -53,20 +53,34 @@ class Promoter:
                       reason=("re-measured the best: " if is_best else "its commit was decided meanwhile: ")
                       + f"mean {s.sample(commit).mean:.6f} over {s.sample(commit).n} runs", best_metric=best.metric)
             return
+        first = min((r for r in [*s.records.values(), record] if r.commit == commit and r.kind != Kind.CONFIRM),
+                    key=lambda r: r.exp_id, default=record)
         result = judge(s, commit, best, self.policy)
+        to_combine = False
+        if result.verdict != Verdict.PROMOTE and first.parent != best.commit:
+            # it raced a newer best: a real gain over its own parent still belongs in a combination
+            vs_parent = judge_against_parent(s, commit, first.parent, self.policy)
+            if vs_parent is not None and vs_parent.verdict == Verdict.MEASURE_AGAIN:
+                result = vs_parent
+            elif vs_parent is not None and vs_parent.verdict == Verdict.PROMOTE:
+                result, to_combine = vs_parent, True
         if result.verdict == Verdict.MEASURE_AGAIN:
             self._log(EventType.DECISION, exp_id=record.exp_id, status=Status.PENDING.value, reason=result.reason,
                       best_metric=best.metric, z=result.z)
             return
-        status = Status.KEEP if result.verdict == Verdict.PROMOTE else Status.DISCARD
+        status = Status.KEEP if result.verdict == Verdict.PROMOTE and not to_combine else Status.DISCARD
+        reason = result.reason
+        if to_combine:
+            reason = f"a real gain over its parent, not over the newer best: combined with the best ({reason})"
         for exp_id in [*s.pending.get(commit, []), record.exp_id]:
             if exp_id == record.exp_id or s.records[exp_id].status == Status.PENDING:
-                self._log(EventType.DECISION, exp_id=exp_id, status=status.value, reason=result.reason,
+                self._log(EventType.DECISION, exp_id=exp_id, status=status.value, reason=reason,
                           best_metric=best.metric, z=result.z)
         if status == Status.KEEP:
-            first = min((r for r in s.records.values() if r.commit == commit and r.kind != Kind.CONFIRM),
-                        key=lambda r: r.exp_id, default=record)
             self.promote(first.replace(metric=s.sample(commit).mean), best, combine=first.parent != best.commit)
+        elif to_combine and best.exp_id is not None and best.exp_id in s.records:
+            onto = s.records[best.exp_id].replace(commit=best.commit, metric=best.metric)
+            self._combine(onto, first.parent, commit, first, first.exp_id)
 
     def confirm_failed(self, record: ExperimentRecord) -> None:
         """A confirmation crashed or timed out: after two such failures the candidate is discarded."""
@@ -80,6 +94,10 @@ class Promoter:
                       reason=f"its confirmations failed {failed} times (last: {record.error[:120]})")
 
     def promote(self, record: ExperimentRecord, old: Best, combine: bool) -> None:
+        """Advance the lane's best branch to `record.commit` (its metric: the mean of its runs).
+
+        `combine`: it started from an older best than `old`, so what `old` holds beyond that parent
+        is merged onto it as a queued combination (or, on a conflict, re-applied by its agent)."""
         try:
             gitops.update_ref(self.repo, best_ref(self.config.tag, record.lane), record.commit, old.commit)
         except GitError as exc:  # the journal stays the truth: a resume re-tries the promotion (_settle)
@@ -87,42 +105,46 @@ class Promoter:
             return
         self._log(EventType.BEST_ADVANCED, commit=record.commit, metric=record.metric, exp_id=record.exp_id,
                   previous_commit=old.commit, previous_metric=old.metric, lane=record.lane)
-        if not combine:
-            return
+        if combine:
+            displaced = self.state.records.get(old.exp_id) if old.exp_id is not None else None
+            self._combine(record, record.parent, old.commit, displaced, old.exp_id)
+
+    def _combine(self, onto: ExperimentRecord, base: str, other: str, lost: ExperimentRecord | None,
+                 other_id: int | None) -> None:
+        """Queue `onto` + the change base -> `other` as a combination on `onto.commit`; when the two
+        conflict, queue `lost` (the experiment behind `other`) to be re-applied by its agent."""
         paths = self.config.task.mutable_files
         try:
-            base, ours, theirs = ({p: gitops.file_at(self.repo, c, p) for p in paths}
-                                  for c in (record.parent, record.commit, old.commit))
+            base_f, ours, theirs = ({p: gitops.file_at(self.repo, c, p) for p in paths} for c in (base, onto.commit, other))
         except GitError as exc:  # e.g. a mutable file that is not UTF-8 text
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=onto.exp_id, lane=onto.lane,
                       reason=f"cannot read the versions to combine: {exc}")
             return
-        files = merge_versions(base, ours, theirs, paths)
+        files = merge_versions(base_f, ours, theirs, paths)
         if files is None:
-            self._queue_reapply(record, old)
+            self._queue_reapply(onto, lost, other)
             return
         if all(files.get(p) == ours[p] for p in paths):
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
-                      reason="nothing to combine: the older best's changes are already in")
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=onto.exp_id, lane=onto.lane,
+                      reason="nothing to combine: the other change is already in")
             return
-        other = self.state.records.get(old.exp_id) if old.exp_id is not None else None
-        description = f"combine #{record.exp_id} ({record.description}) + #{old.exp_id} ({other.description if other else 'best'})"
+        description = (f"combine #{onto.exp_id} ({onto.description}) + "
+                       f"#{other_id} ({lost.description if lost else 'best'})")
         self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1,
-                  parent=record.commit, parent_metric=record.metric, files=files, description=description,
-                  sources=[record.exp_id, old.exp_id], lane=record.lane)
+                  parent=onto.commit, parent_metric=onto.metric, files=files, description=description,
+                  sources=[onto.exp_id, other_id], lane=onto.lane)
 
-    def _queue_reapply(self, record: ExperimentRecord, old: Best) -> None:
-        """The promoted candidate's change conflicts with the best it displaced: that win's change is
-        not dropped but queued for its agent to re-apply on top of the new best."""
-        lost = self.state.records.get(old.exp_id) if old.exp_id is not None else None
+    def _queue_reapply(self, onto: ExperimentRecord, lost: ExperimentRecord | None, other: str) -> None:
+        """`lost`'s change conflicts with the best `onto`: it is not dropped but queued for its
+        agent to re-apply on top of that best."""
         if lost is None:
-            self._log(EventType.COMBINATION_SKIPPED, exp_id=record.exp_id, lane=record.lane,
-                      reason=f"its change conflicts with the best it raced against ({old.commit[:7]})")
+            self._log(EventType.COMBINATION_SKIPPED, exp_id=onto.exp_id, lane=onto.lane,
+                      reason=f"its change conflicts with the best it raced against ({other[:7]})")
             return
         paths = self.config.task.mutable_files
         before, after = ({p: gitops.file_at(self.repo, c, p) for p in paths} for c in (lost.parent, lost.commit))
         reapply = {"exp_id": lost.exp_id, "description": lost.description, "diff": reapply_diff(before, after)}
-        self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1, parent=record.commit,
-                  parent_metric=record.metric, files={}, reapply=reapply, sources=[record.exp_id, lost.exp_id],
-                  description=f"re-apply #{lost.exp_id} ({lost.description}) on #{record.exp_id}: they conflict",
-                  lane=record.lane)
+        self._log(EventType.COMBINATION_QUEUED, combo_id=self.state.combos_queued + 1, parent=onto.commit,
+                  parent_metric=onto.metric, files={}, reapply=reapply, sources=[onto.exp_id, lost.exp_id],
+                  description=f"re-apply #{lost.exp_id} ({lost.description}) on #{onto.exp_id}: they conflict",
+                  lane=onto.lane)

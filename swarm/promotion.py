@@ -3,9 +3,9 @@ measurement means for its commit.
 
 Pure functions of a `RunState` (no Ray, git or clock), used by the coordinator at the edges:
 `judge` applies the noise gate (swarm.noise) to a candidate commit with all its measurements
-against the best of its lane with all of the best's; `confirm_targets` lists the commits that want
-another measurement now (grey-zone candidates first, then a best measured fewer times than the
-first-wave baseline, so that the reported best is not the luckiest draw); `reapply_diff` renders the
+against a reference commit with all of its own (the best of its lane, or the candidate's parent);
+`confirm_targets` lists the commits that want another measurement now (a best promoted on few runs
+first, so that the reported best is not the luckiest draw, then grey-zone candidates); `reapply_diff` renders the
 change a lost win made, for the agent asked to re-apply it. Not covered: journaling the decisions
 or moving branches (swarm.coordinator).
 """
@@ -30,13 +30,25 @@ def judge(state: RunState, commit: str, best: Best, policy: GatePolicy) -> GateR
     return gate(candidate, best_sample, state.noise_model().sigma, state.direction, policy)
 
 
+def judge_against_parent(state: RunState, commit: str, parent: str, policy: GatePolicy) -> GateResult | None:
+    """The gate's verdict on `commit` against the commit it started from (None: parent unmeasured).
+
+    For a candidate that raced a newer best: it may not beat that best (which holds another win)
+    and still be a real gain over its own parent; then its change belongs in a combination."""
+    candidate, base = state.sample(commit), state.sample(parent)
+    if candidate is None or base is None:
+        return None
+    return gate(candidate, base, state.noise_model().sigma, state.direction, policy)
+
+
 def confirm_targets(state: RunState, lane: str, worker: str, running: Iterable[Assignment], best_runs: int) -> list[str]:
     """Commits of `lane` to measure again now, most urgent first.
 
-    A commit already being measured again is left out (one confirmation at a time each, so the gate
-    sees every result before asking for more). Among the grey-zone candidates, those this worker has
-    not measured yet come first (another worker, another seed). Then the lane's best, when it was
-    promoted from fewer measurements than `best_runs`.
+    First the lane's best, while it rests on fewer than `best_runs` measurements (it was promoted on
+    its luckiest draws: more runs pull its mean to its truth, and every candidate is judged against
+    it). Then the grey-zone candidates, oldest first, those this worker has not measured yet ahead
+    (another worker, another seed). A commit already being measured again is left out: one
+    confirmation at a time each, so the gate sees every result before asking for more.
     """
     busy = {a.parent for a in running if a.kind == Kind.CONFIRM}
     waiting = [c for c in state.pending_commits(lane) if c not in busy]
@@ -45,7 +57,7 @@ def confirm_targets(state: RunState, lane: str, worker: str, running: Iterable[A
     if best is not None and best.exp_id is not None and best.commit not in busy:
         sample = state.sample(best.commit)
         if sample is not None and sample.n < best_runs:
-            waiting.append(best.commit)
+            waiting.insert(0, best.commit)
     return waiting
 
 
@@ -69,4 +81,4 @@ def reapply_diff(before: Mapping[str, str | None], after: Mapping[str, str | Non
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
 
 
-__all__ = ["confirm_description", "confirm_targets", "judge", "reapply_diff"]
+__all__ = ["confirm_description", "confirm_targets", "judge", "judge_against_parent", "reapply_diff"]

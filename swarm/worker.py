@@ -78,6 +78,9 @@ class WorkerResult:
     agent_errors: tuple = ()  # AgentFailure of each failed agent attempt behind it (their usage counts)
 
 
+FREE_RETRIES = 3  # times a free agent is asked again when its proposal repeats a change on the same parent
+
+
 class Worker:
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
@@ -181,6 +184,12 @@ class Worker:
                 attempt = self._proposal_for(a, files)
                 if attempt.proposal is None:  # the agent is unavailable: no experiment
                     return WorkerResult(None, agent_errors=(attempt.failure,))
+                for retry in range(1, FREE_RETRIES + 1):  # a free agent is asked again instead of repeating work
+                    if not self._free_duplicate(a, files, attempt.proposal):
+                        break
+                    attempt = ask_agent(self.agent, self._context(a, files, seed=a.seed + retry))
+                    if attempt.proposal is None:
+                        return WorkerResult(None, agent_errors=(attempt.failure,))
                 proposal = attempt.proposal
                 extra = dict(agent_seconds=attempt.seconds, prefetched=attempt.prefetched,
                              proposed_on=attempt.base_commit if attempt.base_commit != a.parent else "",
@@ -233,6 +242,15 @@ class Worker:
             return None
         flight = InFlight(a.exp_id, self.spec.name, a.agent, a.parent, description)
         return call_claims(self.spec.claims, "claim", a.lane, a.parent, content_hash(self._read_files()), flight)
+
+    def _free_duplicate(self, a: Assignment, files: dict[str, str], proposal: Proposal) -> bool:
+        """A proposal that cost nothing (the built-in agent) and repeats a change already running or
+        done on this parent: worth asking again rather than recording a duplicate."""
+        if (self.spec.claims is None or a.kind != Kind.PROPOSAL or a.reapply is not None or proposal.error
+                or not proposal.files or proposal.usage != Usage()):
+            return False
+        after = {**files, **{p: t for p, t in proposal.files.items() if p in files}}
+        return call_claims(self.spec.claims, "taken", a.lane, a.parent, content_hash(after)) is not None
 
     def _in_flight(self, lane: str) -> tuple:
         if self.spec.claims is None:

@@ -45,7 +45,8 @@ def cluster():
 def config(repo: Path, tag: str, agents, **kw) -> SwarmConfig:
     specs = tuple(parse_agent_spec(a) if isinstance(a, str) else parse_agent_spec(a[0], a[1]) for a in agents)
     kw.setdefault("task", standin_task(timeout=20))
-    kw.setdefault("baseline_runs", 1)  # one baseline per worker (the gate's own tests ask for more)
+    kw.setdefault("baseline_runs", 1)  # one baseline per worker, and the gate decides on one run
+    kw.setdefault("max_runs", 1)  # (no re-measurements): the gate's own tests ask for more
     return SwarmConfig(repo=repo, tag=tag, agents=specs, **kw)
 
 
@@ -102,7 +103,7 @@ def test_parallel_wins_promote_and_combine(cluster, tmp_path):
     fast, slow = s.records[3], s.records[4]
     assert fast.status == Status.KEEP and slow.status == Status.KEEP
     assert slow.parent == fast.parent == s.base_commit  # raced from the same old best
-    queued = [e for e in events if e["event"] == "combination_queued"]
+    queued = [e for e in events if e["event"] == "combination_queued" and "reapply" not in e]
     assert len(queued) == 1 and queued[0]["parent"] == slow.commit
     combo = [r for r in s.records.values() if r.kind == Kind.COMBINATION]
     assert len(combo) == 1 and combo[0].parent == slow.commit
@@ -118,7 +119,7 @@ def test_conflicting_wins_reapply_the_lost_change(cluster, tmp_path):
     s, events = _race(repo, "conflict", {"X": 1.0}, {"X": 3.0, "SLEEP": 1.0})
     fast, slow = s.records[3], s.records[4]
     assert fast.status == Status.KEEP and slow.status == Status.KEEP and s.best.metric <= slow.metric
-    queued = [e for e in events if e["event"] == "combination_queued"]
+    queued = [e for e in events if e["event"] == "combination_queued" and e.get("reapply", {}).get("exp_id") == 3]
     assert len(queued) == 1 and queued[0]["reapply"]["exp_id"] == 3 and "+X = 1.0" in queued[0]["reapply"]["diff"]
     assert "conflict" in queued[0]["description"]
     again = [r for r in s.records.values() if r.description.startswith("re-apply #3")]
@@ -457,7 +458,8 @@ def test_noise_gate_confirms_a_grey_zone_win_before_deciding(cluster, tmp_path):
     measured again first, and the exports show every run."""
     repo = _noisy_repo(tmp_path / "task", noise=0.01)  # uniform +-0.01: sigma about 0.006
     steps = [{"SLEEP": 0.11}, {"Y": 0.5}]  # no true effect (its noise draw is lucky: -0.0068); a clear loss
-    cfg = config(repo, "gate", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=9, baseline_runs=3)
+    cfg = config(repo, "gate", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=9, baseline_runs=3,
+                 max_runs=6)
     summary = Coordinator(cfg, out=lambda _: None).run()
     check_invariants(repo, "gate")
     s = records(repo, "gate")
@@ -501,7 +503,8 @@ def test_same_change_on_the_same_parent_runs_once(cluster, tmp_path):
 def test_a_pending_candidate_is_confirmed_after_a_resume(cluster, tmp_path):
     repo = _noisy_repo(tmp_path / "task", noise=0.01)
     steps = [{"SLEEP": 0.11}, {"Y": 0.5}]  # #4 lands in the grey zone (see the test above)
-    first = config(repo, "again", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=4, baseline_runs=3)
+    first = config(repo, "again", [(SCRIPTED, {"steps": steps})], workers=1, max_experiments=4, baseline_runs=3,
+                   max_runs=6)
     summary = Coordinator(first, out=lambda _: None).run()
     assert summary.pending == 1 and records(repo, "again").pending_commits() == [records(repo, "again").records[4].commit]
     from dataclasses import replace
@@ -511,3 +514,20 @@ def test_a_pending_candidate_is_confirmed_after_a_resume(cluster, tmp_path):
     s = records(repo, "again")
     assert s.assignments[5].kind == Kind.CONFIRM and s.assignments[5].parent == s.records[4].commit
     assert s.records[5].description.startswith("confirm #4")
+
+
+def test_a_raced_win_over_its_parent_is_combined_with_the_newer_best(cluster, tmp_path):
+    """w1's change (Y) is a real gain over the baseline it started from, but the best moved to a
+    bigger win (X) meanwhile: it is not promoted, yet its change reaches the best through a
+    combination instead of being lost."""
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    s, events = _race(repo, "raced", {"X": 3.0}, {"Y": -1.0, "SLEEP": 1.5})
+    fast, slow = s.records[3], s.records[4]
+    assert fast.status == Status.KEEP and slow.status == Status.DISCARD and slow.parent == s.base_commit
+    assert "real gain over its parent" in s.reasons[4]
+    queued = [e for e in events if e["event"] == "combination_queued"]
+    assert len(queued) == 1 and queued[0]["parent"] == fast.commit and queued[0]["sources"] == [3, 4]
+    combo = [r for r in s.records.values() if r.kind == Kind.COMBINATION]
+    assert len(combo) == 1 and combo[0].status == Status.KEEP and s.best.commit == combo[0].commit
+    text = git(repo, "show", "swarm/raced/best:train.py")
+    assert "X = 3.0" in text and "Y = -1.0" in text
