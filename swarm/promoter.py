@@ -21,7 +21,7 @@ from swarm.errors import GitError
 from swarm.journal import EventType
 from swarm.lanes import best_ref
 from swarm.merge import merge_versions
-from swarm.noise import GatePolicy, Verdict
+from swarm.noise import GatePolicy, GateResult, Verdict
 from swarm.promotion import judge, judge_against_parent, reapply_diff
 from swarm.records import ExperimentRecord, Kind, Status
 from swarm.state import RunState
@@ -58,8 +58,12 @@ class Promoter:
         result = judge(s, commit, best, self.policy)
         to_combine = False
         if result.verdict != Verdict.PROMOTE and first.parent != best.commit:
-            # it raced a newer best: a real gain over its own parent still belongs in a combination
+            # it raced a newer best: a real gain over its own parent still belongs in a combination,
+            # unless the best holds its change already (then more runs of it would teach nothing)
             vs_parent = judge_against_parent(s, commit, first.parent, self.policy)
+            if vs_parent is not None and vs_parent.verdict != Verdict.DISCARD and self._contains(best.commit, first):
+                vs_parent = None
+                result = GateResult(Verdict.DISCARD, f"its change is in the best already ({result.reason})", result.z)
             if vs_parent is not None and vs_parent.verdict == Verdict.MEASURE_AGAIN:
                 result = vs_parent
             elif vs_parent is not None and vs_parent.verdict == Verdict.PROMOTE:
@@ -81,6 +85,17 @@ class Promoter:
         elif to_combine and best.exp_id is not None and best.exp_id in s.records:
             onto = s.records[best.exp_id].replace(commit=best.commit, metric=best.metric)
             self._combine(onto, first.parent, commit, first, first.exp_id)
+
+    def _contains(self, commit: str, change: ExperimentRecord) -> bool:
+        """Whether `commit` holds `change` (its parent -> commit) already: merging adds nothing."""
+        paths = self.config.task.mutable_files
+        try:
+            base, ours, theirs = ({p: gitops.file_at(self.repo, c, p) for p in paths}
+                                  for c in (change.parent, commit, change.commit))
+        except GitError:
+            return False
+        merged = merge_versions(base, ours, theirs, paths)
+        return merged is not None and all(merged.get(p) == ours[p] for p in paths)
 
     def confirm_failed(self, record: ExperimentRecord) -> None:
         """A confirmation crashed or timed out: after two such failures the candidate is discarded."""

@@ -179,40 +179,43 @@ class Worker:
             commit, description = a.parent, a.description or a.kind.value
         else:
             if a.kind == Kind.COMBINATION:
+                attempt = None
                 proposal = Proposal(a.description, files=dict(a.files))
             else:
                 attempt = self._proposal_for(a, files)
-                if attempt.proposal is None:  # the agent is unavailable: no experiment
-                    return WorkerResult(None, agent_errors=(attempt.failure,))
-                for retry in range(1, FREE_RETRIES + 1):  # a free agent is asked again instead of repeating work
-                    if not self._free_duplicate(a, files, attempt.proposal):
-                        break
-                    attempt = ask_agent(self.agent, self._context(a, files, seed=a.seed + retry))
-                    if attempt.proposal is None:
+            for retry in range(1, FREE_RETRIES + 2):
+                if attempt is not None:
+                    if attempt.proposal is None:  # the agent is unavailable: no experiment
                         return WorkerResult(None, agent_errors=(attempt.failure,))
-                proposal = attempt.proposal
-                extra = dict(agent_seconds=attempt.seconds, prefetched=attempt.prefetched,
-                             proposed_on=attempt.base_commit if attempt.base_commit != a.parent else "",
-                             proposed_at=attempt.finished_at)
-            usage, description = proposal.usage, _one_line(proposal.description) or "(no description)"
-            invalid, commit = self._apply(a, proposal, description)
-            if invalid is not None:
-                self.last_failure = invalid
-                record = ExperimentRecord(
-                    **base, commit=commit, description=description, status=Status.INVALID,
-                    finished_at=time.time(), usage=usage, error=invalid, **extra,
-                )
-                return self._result(record, a)
-            if a.kind == Kind.PROPOSAL:
-                holder = self._claim(a, commit, description)
-                if holder is not None:  # the same change runs or ran on this parent: nothing runs
-                    self._restore(a.parent)
+                    if retry <= FREE_RETRIES and self._free_duplicate(a, files, attempt.proposal):
+                        attempt = ask_agent(self.agent, self._context(a, files, seed=a.seed + retry))
+                        continue  # a free agent is asked again rather than repeating work
+                    proposal = attempt.proposal
+                    extra = dict(agent_seconds=attempt.seconds, prefetched=attempt.prefetched,
+                                 proposed_on=attempt.base_commit if attempt.base_commit != a.parent else "",
+                                 proposed_at=attempt.finished_at)
+                usage, description = proposal.usage, _one_line(proposal.description) or "(no description)"
+                invalid, commit = self._apply(a, proposal, description)
+                if invalid is not None:
+                    self.last_failure = invalid
                     record = ExperimentRecord(
-                        **base, commit=commit, description=description, status=Status.DUPLICATE,
-                        finished_at=time.time(), usage=usage, error=f"the same change as #{holder} on this parent",
-                        **extra,
+                        **base, commit=commit, description=description, status=Status.INVALID,
+                        finished_at=time.time(), usage=usage, error=invalid, **extra,
                     )
                     return self._result(record, a)
+                holder = self._claim(a, commit, description) if a.kind == Kind.PROPOSAL else None
+                if holder is None:
+                    break
+                self._restore(a.parent)  # the same change runs or ran on this parent: nothing runs
+                if retry <= FREE_RETRIES and attempt is not None and self._is_free(a, proposal):
+                    attempt = ask_agent(self.agent, self._context(a, files, seed=a.seed + retry))
+                    continue  # another worker claimed it a moment ago: a free agent is asked again
+                record = ExperimentRecord(
+                    **base, commit=commit, description=description, status=Status.DUPLICATE,
+                    finished_at=time.time(), usage=usage, error=f"the same change as #{holder} on this parent",
+                    **extra,
+                )
+                return self._result(record, a)
 
         if prefetch_next and self.prefetch_on and not self.prefetcher.pending:
             self.prefetcher.start(self.agent, self._context(a, files, seed=prefetch_seed(a.seed), reapply=False))
@@ -243,11 +246,15 @@ class Worker:
         flight = InFlight(a.exp_id, self.spec.name, a.agent, a.parent, description)
         return call_claims(self.spec.claims, "claim", a.lane, a.parent, content_hash(self._read_files()), flight)
 
+    def _is_free(self, a: Assignment, proposal: Proposal) -> bool:
+        """A fresh proposal that cost nothing (the built-in agent): asking again is free."""
+        return (self.spec.claims is not None and a.kind == Kind.PROPOSAL and a.reapply is None
+                and not proposal.error and bool(proposal.files) and proposal.usage == Usage())
+
     def _free_duplicate(self, a: Assignment, files: dict[str, str], proposal: Proposal) -> bool:
-        """A proposal that cost nothing (the built-in agent) and repeats a change already running or
-        done on this parent: worth asking again rather than recording a duplicate."""
-        if (self.spec.claims is None or a.kind != Kind.PROPOSAL or a.reapply is not None or proposal.error
-                or not proposal.files or proposal.usage != Usage()):
+        """A free proposal that repeats a change already running or done on this parent: worth
+        asking again rather than recording a duplicate."""
+        if not self._is_free(a, proposal):
             return False
         after = {**files, **{p: t for p, t in proposal.files.items() if p in files}}
         return call_claims(self.spec.claims, "taken", a.lane, a.parent, content_hash(after)) is not None
