@@ -160,7 +160,7 @@ def run_one(workers: int, gate: bool, rep: int, args, workdir: Path) -> dict:
     name = f"n{workers}-{'gate' if gate else 'nogate'}-s{rep}"
     repo = make_landscape_repo(workdir / name)
     task = landscape_task(sigma=args.sigma, sleep=args.sleep, salt=name, timeout=args.sleep * 4 + 60)
-    gate_options = {"gate": gate, "confidence": args.confidence}
+    gate_options = {"gate": gate, "confidence": args.confidence, "max_runs": args.max_runs}
     cfg = SwarmConfig(
         repo=repo, tag=name, task=task, agents=(parse_agent_spec("builtin"),), workers=workers,
         max_experiments=args.experiments, seed=rep, progress=False,
@@ -219,7 +219,9 @@ def targets_met(row: dict) -> dict[str, bool]:
     return {
         "false promotions <= 5%": row["false_pct"] <= TARGETS["false_pct"],
         "gain reached >= 90%": row["gain_share"] >= TARGETS["gain_share"],
-        "|best - truth| <= 0.5 sigma": row["best_minus_true_abs_max"] <= TARGETS["best_minus_true_sigma"],
+        # the winner's curse is a systematic bias: the mean over runs (one run's mean of k
+        # measurements is off by sigma / sqrt(k) by chance alone)
+        "|best - truth| <= 0.5 sigma": abs(row["best_minus_true_sigma"]) <= TARGETS["best_minus_true_sigma"],
         "duplicates < 2%": row["duplicate_pct"] < TARGETS["duplicate_pct"],
     }
 
@@ -263,7 +265,10 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=4, help="runs per configuration")
     ap.add_argument("--sleep", type=float, default=0.1, help="seconds one simulated training run takes")
     ap.add_argument("--gate", choices=("both", "on", "off"), default="both")
-    ap.add_argument("--confidence", type=float, default=0.99, help="SwarmConfig.confidence with the gate on")
+    ap.add_argument("--confidence", type=float, default=SwarmConfig.confidence,
+                    help="the gate's --confidence (default: the swarm's default)")
+    ap.add_argument("--max-runs", type=int, default=SwarmConfig.max_runs,
+                    help="the gate's --max-runs (default: the swarm's default)")
     ap.add_argument("--json", help="also write the numbers (per run and per configuration) here")
     ap.add_argument("--workdir", help="keep the task repositories (and their runs' journals) here instead of a "
                                       "temporary directory")

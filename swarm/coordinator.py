@@ -261,11 +261,13 @@ class Coordinator(WorkerSlots):
     def _view(self, stopping: bool, lane: str = MAIN, worker: str = "") -> SchedulerView:
         s = self.state
         running = [slot.busy for slot in self.slots if slot.busy]
+        targets = self._confirm_targets(lane, worker, running) if self.config.gate else []
+        best = s.lane_best(lane)
         return SchedulerView(
             started=len(s.assignments), baseline_done=s.lane_best(lane) is not None,
             baselines_to_start=s.baselines_to_start(running), queued_combinations=len(s.queue_for(lane)),
             max_experiments=self.config.max_experiments, stopping=stopping,
-            confirms_wanted=len(self._confirm_targets(lane, worker, running)) if self.config.gate else 0,
+            confirms_wanted=len(targets), best_unsettled=bool(targets) and targets[0] == getattr(best, "commit", None),
         )
 
     def _confirm_targets(self, lane: str, worker: str, running: list[Assignment]) -> list[str]:

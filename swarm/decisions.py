@@ -87,14 +87,16 @@ class SchedulerView:
     max_experiments: int | None  # total for the run, across resumes; None: no limit
     stopping: bool = False  # Ctrl-C, --hours reached, or a fatal error
     confirms_wanted: int = 0  # measurements the noise gate asks for in the worker's lane, not yet running
+    best_unsettled: bool = False  # one of them: the lane's best, promoted on fewer runs than it needs
 
 
 def next_kind(view: SchedulerView) -> Kind | None:
     """What an idle worker should run next, or None (nothing for it now: wait or stop).
 
-    Order: the first wave's baselines; nothing until they are all measured; then confirmations
-    (a candidate in the noise gate's grey zone, or a best measured fewer times than the baseline);
-    then queued combinations and re-applied wins (so parallel wins compose soon); then fresh proposals.
+    Order: the first wave's baselines; nothing until they are all measured; then re-measuring a
+    best promoted on few runs (every candidate is judged against it); then queued combinations and
+    re-applied wins (two measured wins together: the likeliest gains); then confirmations of
+    candidates in the noise gate's grey zone; then fresh proposals.
     """
     if view.stopping:
         return None
@@ -102,10 +104,12 @@ def next_kind(view: SchedulerView) -> Kind | None:
         return None
     if not view.baseline_done:
         return Kind.BASELINE if view.baselines_to_start > 0 else None
-    if view.confirms_wanted > 0:
+    if view.best_unsettled:
         return Kind.CONFIRM
     if view.queued_combinations > 0:
         return Kind.COMBINATION
+    if view.confirms_wanted > 0:
+        return Kind.CONFIRM
     return Kind.PROPOSAL
 
 

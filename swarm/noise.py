@@ -71,6 +71,7 @@ def pooled_noise(groups: Iterable[Sequence[float]]) -> Noise:
 
 
 AT_ONCE_Z = 3.0  # a single run is promoted only when it wins by at least this many standard errors
+FUTILE_Z = 0.5  # a single run below this many standard errors better than the best is not measured again
 
 
 class Verdict(str, Enum):
@@ -90,8 +91,8 @@ class GateResult:
 class GatePolicy:
     """How sure a promotion must be. `confidence` is the one knob users turn."""
 
-    confidence: float = 0.98
-    max_runs: int = 6  # measurements of a candidate before the gate must decide
+    confidence: float = 0.95
+    max_runs: int = 4  # measurements of a candidate before the gate must decide
     min_delta: float = 0.0  # an extra floor: the mean must also beat the best's by more than this
 
     @property
@@ -108,11 +109,12 @@ class GatePolicy:
         return self.z_at_once if n <= 1 else self.z_promote
 
     def z_futile(self, n: int) -> float:
-        """Below this z after n measurements the candidate is discarded: 0 after the first
-        (it measured worse than the best), rising linearly to the promotion bar at `max_runs`."""
+        """Below this z after n measurements the candidate is discarded: FUTILE_Z after the first
+        (it measured worse than the best, or barely better), rising linearly to the promotion bar
+        at `max_runs`."""
         if self.max_runs <= 1:
             return self.z_promote
-        return self.z_promote * (n - 1) / (self.max_runs - 1)
+        return FUTILE_Z + (self.z_promote - FUTILE_Z) * (n - 1) / (self.max_runs - 1)
 
 
 def gain(candidate: float, best: float, direction: str) -> float:

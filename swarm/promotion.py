@@ -13,12 +13,16 @@ or moving branches (swarm.coordinator).
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from typing import Iterable, Mapping
 
 from swarm.decisions import Assignment, Best
 from swarm.noise import GatePolicy, GateResult, Sample, gate
 from swarm.records import Kind
 from swarm.state import RunState
+
+
+PARALLEL_CONFIRMS = 2  # confirmations of one candidate running at once (fewer rounds until it is decided)
 
 
 def judge(state: RunState, commit: str, best: Best, policy: GatePolicy) -> GateResult:
@@ -47,14 +51,15 @@ def confirm_targets(state: RunState, lane: str, worker: str, running: Iterable[A
     First the lane's best, while it rests on fewer than `best_runs` measurements (it was promoted on
     its luckiest draws: more runs pull its mean to its truth, and every candidate is judged against
     it). Then the grey-zone candidates, oldest first, those this worker has not measured yet ahead
-    (another worker, another seed). A commit already being measured again is left out: one
-    confirmation at a time each, so the gate sees every result before asking for more.
+    (another worker, another seed). Up to PARALLEL_CONFIRMS confirmations of one candidate run at
+    once, those with fewer running first: the gate decides in fewer rounds, at the price of a run
+    it may turn out not to need.
     """
-    busy = {a.parent for a in running if a.kind == Kind.CONFIRM}
-    waiting = [c for c in state.pending_commits(lane) if c not in busy]
-    waiting.sort(key=lambda c: worker in state.measured_by.get(c, ()))  # stable: oldest first within each group
+    busy = Counter(a.parent for a in running if a.kind == Kind.CONFIRM)
+    waiting = [c for c in state.pending_commits(lane) if busy[c] < PARALLEL_CONFIRMS]
+    waiting.sort(key=lambda c: (busy[c], worker in state.measured_by.get(c, ())))  # stable: oldest first
     best = state.lane_best(lane)
-    if best is not None and best.exp_id is not None and best.commit not in busy:
+    if best is not None and best.exp_id is not None and not busy[best.commit]:
         sample = state.sample(best.commit)
         if sample is not None and sample.n < best_runs:
             waiting.insert(0, best.commit)

@@ -71,8 +71,11 @@ def test_next_kind_order():
     assert next_kind(view(baselines_to_start=0)) is None  # wait for the wave
     assert next_kind(view(baseline_done=True, baselines_to_start=0)) == Kind.PROPOSAL
     assert next_kind(view(baseline_done=True, queued_combinations=1)) == Kind.COMBINATION
-    # confirmations come before combinations and fresh proposals, never before the first wave
-    assert next_kind(view(baseline_done=True, queued_combinations=1, confirms_wanted=1)) == Kind.CONFIRM
+    # confirmations come before fresh proposals, never before the first wave
+    assert next_kind(view(baseline_done=True, queued_combinations=1, confirms_wanted=1)) == Kind.COMBINATION
+    assert next_kind(view(baseline_done=True, confirms_wanted=1)) == Kind.CONFIRM
+    assert next_kind(view(baseline_done=True, queued_combinations=1, confirms_wanted=1,
+                          best_unsettled=True)) == Kind.CONFIRM  # the best first: everything is judged against it
     assert next_kind(view(baselines_to_start=0, confirms_wanted=1)) is None
     assert next_kind(view(baseline_done=True, started=8, max_experiments=8)) is None
     assert next_kind(view(baseline_done=True, stopping=True)) is None

@@ -142,7 +142,7 @@ def test_confirm_share_counts_task_seconds_of_confirmations():
 
 def test_judge_and_confirm_targets_over_a_state():
     s = state_with(rec(1, "base", 2.00, Kind.BASELINE), rec(2, "base", 2.01, Kind.BASELINE, worker="w1"),
-                   rec(3, "base", 1.99, Kind.BASELINE), rec(4, "c4", 1.995, worker="w0"),
+                   rec(3, "base", 1.99, Kind.BASELINE), rec(4, "c4", 1.99, worker="w0"),
                    rec(5, "c5", 1.996, worker="w1"),
                    decisions=[(1, "keep"), (2, "keep"), (3, "keep"), (4, "pending"), (5, "pending")])
     best = s.lane_best()
@@ -150,7 +150,9 @@ def test_judge_and_confirm_targets_over_a_state():
     # w0 measured c4 itself: it gets c5 first (another worker, another seed); a running confirm is skipped
     assert confirm_targets(s, "main", "w0", [], best_runs=3) == ["c5", "c4"]
     running = [Assignment(9, "w1", "a", Kind.CONFIRM, "c5", None)]
-    assert confirm_targets(s, "main", "w0", running, best_runs=3) == ["c4"]
+    assert confirm_targets(s, "main", "w0", running, best_runs=3) == ["c4", "c5"]  # fewest running first
+    running.append(Assignment(10, "w2", "a", Kind.CONFIRM, "c5", None))
+    assert confirm_targets(s, "main", "w0", running, best_runs=3) == ["c4"]  # at most 2 at once
     assert confirm_description(s, "c4") == "confirm #4 (edit 4)"
 
 
