@@ -5,6 +5,7 @@ below resolve lazily on first access (PEP 562).
 
     PROFILE, MAX_SEQ_LEN, TIME_BUDGET, EVAL_TOKENS, VOCAB_SIZE   constants of the active profile
     Tokenizer, get_token_bytes, make_dataloader, evaluate_bpb, ensure_prepared
+    hand_over   the trainer gives its model to the referee (prepare/referee.py, prepare/handover.py)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 __all__ = [
     "PROFILE", "MAX_SEQ_LEN", "TIME_BUDGET", "EVAL_TOKENS", "VOCAB_SIZE",
-    "Tokenizer", "get_token_bytes", "make_dataloader", "evaluate_bpb", "ensure_prepared",
+    "Tokenizer", "get_token_bytes", "make_dataloader", "evaluate_bpb", "ensure_prepared", "hand_over",
 ]
 
 _CONSTANTS = {
@@ -28,6 +29,7 @@ _LAZY = {
     "make_dataloader": "prepare.dataloader",
     "evaluate_bpb": "prepare.evaluate",
     "ensure_prepared": "prepare.core",
+    "hand_over": "prepare.handover",
 }
 
 

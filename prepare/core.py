@@ -178,9 +178,14 @@ def _prepare_data(src, paths: PreparedPaths, progress: bool, opts: dict, stats: 
 
 def iter_texts(files, doc_chars: int | None = None):
     """Every document of the given parquet shards, in order (DataError naming a bad shard)."""
+    import sys
+
     import pyarrow.parquet as pq
 
+    from prepare.dataloader import READ_EVENT
+
     for f in files:
+        sys.audit(READ_EVENT, str(f))
         try:
             pf = pq.ParquetFile(f)
             for i in range(pf.num_row_groups):

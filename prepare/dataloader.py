@@ -14,6 +14,8 @@ A background thread reads parquet row groups, tokenizes them (tiktoken, several 
 packs rows, keeping a few batches ahead; the consumer only copies (pinned + non_blocking on
 CUDA). "train" loops forever over the train shards counting epochs; "val" restarts from the
 start of the val shard on every call, so it yields the same batches every time (it loops too).
+Every shard is announced with the audit event `prepare.read_shard` (path) before it is opened,
+so that the referee's guard in the trainer's process (prepare/guard.py) can refuse the val split.
 Not covered: the metric (prepare/evaluate.py), distributed sharding.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import atexit
 import bisect
 import queue
+import sys
 import threading
 import weakref
 from typing import Iterator
@@ -33,6 +36,7 @@ from swarm.errors import DataError
 BUFFER_DOCS = 1000  # documents kept ready for best-fit (more: less cropping, more memory)
 READ_DOCS = 512  # documents tokenized per call into the tokenizer
 PREFETCH = 3  # batches prepared ahead
+READ_EVENT = "prepare.read_shard"  # audit event raised with the path of every shard read
 
 _LIVE: "weakref.WeakSet[_Packer]" = weakref.WeakSet()
 
@@ -49,6 +53,7 @@ def _doc_stream(files, loop: bool, chunk: int = READ_DOCS) -> Iterator[tuple[lis
     while True:
         yielded = False
         for f in files:
+            sys.audit(READ_EVENT, str(f))
             try:
                 pf = pq.ParquetFile(f)
                 n_groups = pf.num_row_groups
@@ -77,6 +82,7 @@ def _count_docs(files) -> int:
 
     total = 0
     for f in files:
+        sys.audit(READ_EVENT, str(f))
         try:
             total += pq.ParquetFile(f).metadata.num_rows
         except Exception:  # noqa: BLE001 - the reader names the bad shard

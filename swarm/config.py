@@ -38,9 +38,9 @@ class SwarmConfig:
     max_experiments: int | None = None  # total for the run, across resumes
     hours: float | None = None  # wall-clock limit of this invocation
     min_delta: float = 0.0  # an improvement must beat the best by more than this (an extra floor)
-    confidence: float = 0.98  # noise gate: how sure a promotion must be (higher: more confirmation runs)
+    confidence: float = 0.95  # noise gate: how sure a promotion must be (higher: more confirmation runs)
     gate: bool = True  # False: the classic rule, keep any measured improvement at once (no confirmations)
-    max_runs: int = 6  # runs of a candidate before the gate must decide; a new best is re-measured up to this
+    max_runs: int = 4  # runs of a candidate before the gate must decide; a new best is re-measured up to this
     baseline_runs: int = 3  # first-wave baseline runs at least (one per worker, at least this many)
     address: str | None = None  # Ray cluster to join; None: start a local one
     profile: str | None = None  # "gpu" / "cpu" (GPT task), passed to the task as AUTORESEARCH_PROFILE
@@ -70,7 +70,7 @@ class SwarmConfig:
         if self.min_delta < 0:
             raise ConfigError("--min-delta must be >= 0")
         if not 0.5 < self.confidence < 1:
-            raise ConfigError("--confidence must be between 0.5 and 1 (e.g. 0.98)")
+            raise ConfigError("--confidence must be between 0.5 and 1 (e.g. 0.95)")
         if self.max_runs < 1 or self.baseline_runs < 1:
             raise ConfigError("--max-runs and --baseline-runs must be at least 1")
         if self.max_cost is not None and self.max_cost <= 0:

@@ -2,7 +2,8 @@
 
 After training, a task prints a line `---` and then `key: value` lines (val_bpb,
 training_seconds, total_seconds, peak_vram_mb, mfu_percent, total_tokens_M, num_steps,
-num_params_M, depth, ...). The last `---` block in the output wins.
+num_params_M, depth, ...). The last `---` block in the output wins. A referee that refuses a run
+exits with status REJECT_EXIT (3) and prints `rejected: <reason>` last.
 """
 
 from __future__ import annotations
@@ -44,3 +45,17 @@ def metric_value(summary: dict[str, float | str], key: str) -> float | None:
     if isinstance(value, float) and math.isfinite(value):
         return value
     return None
+
+
+REJECT_EXIT = 3  # the exit status of a referee's refusal (prepare.referee uses this one)
+_REJECTED = re.compile(r"^rejected:\s*(.*?)\s*$")
+
+
+def referee_rejection(returncode: int | None, output_tail: str) -> str | None:
+    """The referee's one-line reason when it refused the run (exit status 3 and a last line
+    `rejected: <reason>`), else None (measured, crashed, killed)."""
+    if returncode != REJECT_EXIT:
+        return None
+    lines = [line.strip() for line in output_tail.splitlines() if line.strip()]
+    m = _REJECTED.match(lines[-1]) if lines else None
+    return (m.group(1) or "(no reason given)") if m else None

@@ -34,8 +34,7 @@ from swarm.pacing import prefetch_enabled
 from swarm.prefetch import Attempt, Prefetcher, ask_agent, carry_over, prefetch_seed
 from swarm.proc import run_process, scrub_env, tail_text
 from swarm.records import ExperimentRecord, InFlight, Kind, Proposal, Status, Usage
-from swarm.summary import metric_value, parse_summary
-from swarm import summary as _summary  # TEMP until the referee lands
+from swarm.summary import metric_value, parse_summary, referee_rejection
 from swarm.task import TaskSpec
 
 
@@ -376,15 +375,15 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(
             f"# exp {a.exp_id} {a.kind.value} on {self.spec.name} commit {commit}: {description}\n"
-            f"# {' '.join((task.run_argv() if hasattr(task, 'run_argv') else task.argv()))}\n"
+            f"# {' '.join(task.run_argv())}\n"
         )
         result = run_process(
-            (task.run_argv() if hasattr(task, 'run_argv') else task.argv()), cwd=self.checkout, env=self.task_env(a), timeout=task.hard_timeout, log_path=log_path
+            task.run_argv(), cwd=self.checkout, env=self.task_env(a), timeout=task.hard_timeout, log_path=log_path
         )
         summary = parse_summary(result.output_tail)  # the last 60 lines of the log: the summary block is at the end
         metric = metric_value(summary, task.metric)
         status, error = Status.KEEP, ""
-        rejected = _summary.referee_rejection(result.returncode, result.output_tail) if getattr(task, 'referee', None) else None
+        rejected = referee_rejection(result.returncode, result.output_tail) if task.referee else None
         if result.timed_out:
             status, error = Status.TIMEOUT, f"killed at the hard timeout ({task.hard_timeout:.0f} s)"
         elif rejected is not None:
@@ -414,7 +413,7 @@ class Worker:
         """Scrubbed environment of this process + task env + swarm variables (GPU ids pass through)."""
         env = scrub_env(os.environ)
         env.update(self.spec.task.env)
-        env.update(self.spec.task.run_env() if hasattr(self.spec.task, 'run_env') else {})
+        env.update(self.spec.task.run_env())
         env.update(self.spec.env)
         env.update(
             {

@@ -1,9 +1,12 @@
-"""Train a small GPT for a fixed wall-clock budget and print its validation bits per byte.
+"""Train a small GPT for a fixed wall-clock budget, then hand the model to the referee.
 
 This is the one file the research agents edit. It reads top to bottom: hyperparameters, model,
-optimizer, setup, training loop, evaluation, summary. The rules of the game (sequence length,
-time budget, data, tokenizer, the evaluation itself) live in `prepare` and are not editable.
-Run from the repository root: `python -m trainer.train`.
+optimizer, setup, training loop, hand-over. The rules of the game (sequence length, time budget,
+data, tokenizer, the evaluation itself) live in `prepare` and are not editable: the referee
+(`python -m prepare.referee`, which `autoresearch train` and the swarm run) starts this script,
+seeds it, keeps the clock, evaluates the handed-over model (token ids -> logits) on the
+validation split itself and prints the summary block.
+Run from the repository root: `autoresearch train` (or `python -m prepare.referee`).
 """
 
 import gc
@@ -18,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prepare import EVAL_TOKENS, MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader
+from prepare import MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, hand_over, make_dataloader
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters (gpu profile; the cpu profile overrides some just below)
@@ -367,13 +370,11 @@ def build_optimizer(model, muon_dtype):
 # Setup
 # ---------------------------------------------------------------------------------------------
 
-t_start = time.time()
-torch.manual_seed(42)
+# the referee has seeded random, numpy and torch (AUTORESEARCH_SEED) before this script started
 if os.environ.get("OMP_NUM_THREADS"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if device.type == "cuda":
-    torch.cuda.manual_seed(42)
     torch.set_float32_matmul_precision("high")
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 else:
@@ -508,11 +509,8 @@ while True:
         break
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation and summary
+# Hand-over: the referee evaluates the model (token ids -> logits) and prints the summary
 # ---------------------------------------------------------------------------------------------
-
-with autocast:
-    val_bpb = evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)
 
 timed_steps = max(1, step - untimed_steps)
 tokens_per_second = TOTAL_BATCH_SIZE * timed_steps / max(training_time, 1e-9)
@@ -526,13 +524,15 @@ else:
     peak_mem_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # CPU: peak resident memory
     mfu = 0.0
 
-print("---")
-print(f"val_bpb:          {val_bpb:.6f}")
-print(f"training_seconds: {training_time:.1f}")
-print(f"total_seconds:    {time.time() - t_start:.1f}")
-print(f"peak_vram_mb:     {peak_mem_mb:.1f}")
-print(f"mfu_percent:      {mfu:.2f}")
-print(f"total_tokens_M:   {step * TOTAL_BATCH_SIZE / 1e6:.1f}")
-print(f"num_steps:        {step}")
-print(f"num_params_M:     {num_params / 1e6:.1f}")
-print(f"depth:            {DEPTH}")
+print(f"training done: {step} steps, {training_time:.1f}s of training, {tokens_per_second:,.0f} tok/s", flush=True)
+stats = dict(
+    training_seconds=training_time,
+    peak_vram_mb=peak_mem_mb,
+    mfu_percent=mfu,
+    total_tokens_M=step * TOTAL_BATCH_SIZE / 1e6,
+    num_steps=step,
+    num_params_M=num_params / 1e6,
+    depth=DEPTH,
+    attention=backend,
+)
+hand_over(model, stats, batch_size=DEVICE_BATCH_SIZE, autocast=autocast)

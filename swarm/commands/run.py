@@ -38,13 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-delta", type=float, metavar="D", help="an extra floor: a promotion must also beat the best's "
                    "mean by more than D (default 0)")
     p.add_argument("--confidence", type=float, metavar="C", help="noise gate: promote a candidate only when it beats the "
-                   "best with this confidence; candidates in the grey zone are measured again first (default 0.98; "
+                   "best with this confidence; candidates in the grey zone are measured again first (default 0.95; "
                    "higher spends more GPU time on confirmations)")
     p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
                    help="the noise gate (default: on); --no-gate keeps any single measured improvement at once, "
                    "like the classic loop, and runs no confirmations")
     p.add_argument("--max-runs", type=int, metavar="K", help="measurements of one candidate before the gate must decide, "
-                   "and of a new best before its mean stops being re-measured (default 6)")
+                   "and of a new best before its mean stops being re-measured (default 4)")
     p.add_argument("--baseline-runs", type=int, metavar="K", help="first-wave baseline runs, at least one per worker "
                    "(default 3: with one worker the baseline is still measured 3 times)")
     p.add_argument("--address", help="Ray cluster to join: auto (the one `ray start` or `ray up` started here) or HOST:6379; "
@@ -127,9 +127,9 @@ def build_config(args: argparse.Namespace):
         max_experiments=pick("max_experiments"),
         hours=args.hours,
         min_delta=float(pick("min_delta", 0.0)),
-        confidence=float(pick("confidence", 0.98)),
+        confidence=float(pick("confidence", 0.95)),
         gate=bool(pick("gate", True)),
-        max_runs=int(pick("max_runs", 6)),
+        max_runs=int(pick("max_runs", 4)),
         baseline_runs=int(pick("baseline_runs", 3)),
         address=args.address,
         profile=profile,
