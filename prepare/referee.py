@@ -10,7 +10,7 @@ imports the trainer, and no trainer code ever runs in it. In order:
 2. starts the trainer's process (prepare/handover.py; the command from AUTORESEARCH_TASK_COMMAND,
    a JSON argv, default `python -m trainer.train`) in its own process group, with the seed of
    AUTORESEARCH_SEED (default 0), the guard's rules (prepare/guard.py) and a socket; its output
-   goes to the same stdout/stderr;
+   reaches the same stdout through a relay that stops when the trainer is killed;
 3. starts its clock with it, and waits for the hand-over: a trainer that has not handed its
    model over within TIME_BUDGET + startup_allowance is refused (and killed once a margin past
    it), as is one whose guard reported a violation (it read the val split, wrote into prepare/...);
@@ -174,9 +174,13 @@ class Session:
 
         child_env[FD_ENV] = str(child_end.fileno())
         self.started = time.monotonic()
+        # the trainer's output reaches the log only through this relay, which stops once the trainer is
+        # killed: a process it left behind (its own session, say) can no longer write after the summary
         self.proc = subprocess.Popen([sys.executable, "-B", "-c", BOOTSTRAP], cwd=str(root), env=child_env,
-                                     stdin=subprocess.DEVNULL, pass_fds=(child_end.fileno(),), start_new_session=True)
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     pass_fds=(child_end.fileno(),), start_new_session=True)
         child_end.close()
+        self.relay = OutputRelay(self.proc.stdout)
         from prepare.transport import Channel
 
         self.channel = Channel(parent_end)
@@ -224,7 +228,7 @@ class Session:
             "answering every evaluation batch" if self.handed_over else "handing its model over")
 
     def kill(self) -> None:
-        """SIGKILL the trainer's whole process group and reap it."""
+        """SIGKILL the trainer's whole process group, reap it, and stop relaying its output."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -233,7 +237,49 @@ class Session:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
+        self.relay.stop()
         self.channel.close()
+
+
+class OutputRelay:
+    """Copies the trainer's output (a pipe) to the referee's stdout until `stop`: after that,
+    nothing the trainer's process tree writes reaches the log."""
+
+    def __init__(self, pipe):
+        import threading
+
+        self.fd = pipe.fileno()
+        self.pipe = pipe
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="trainer-output", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        after_stop = 0  # bytes copied since `stop`: what the trainer wrote before it died, bounded
+        while after_stop < 1 << 22:
+            try:
+                ready, _, _ = select.select([self.fd], [], [], 0.1)
+                if not ready:
+                    if self.stopping.is_set():
+                        return
+                    continue
+                data = os.read(self.fd, 1 << 16)
+            except (OSError, ValueError):  # closed under us
+                return
+            if not data:
+                return
+            if self.stopping.is_set():
+                after_stop += len(data)
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def stop(self) -> None:
+        """Copy what the (dead) trainer already wrote, then stop and close the pipe."""
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.pipe.close()
 
 
 def _count(value) -> int | None:

@@ -34,7 +34,7 @@ from swarm.journal import EventType, Journal, read_events
 from swarm.lanes import MAIN, best_ref, split_workers
 from swarm.noise import Noise
 from swarm.promoter import Promoter
-from swarm.promotion import confirm_description, confirm_targets
+from swarm.promotion import BEST_EXTRA_RUNS, confirm_description, confirm_targets
 from swarm.pacing import over_budget
 from swarm.records import ExperimentRecord, Kind, Reapply, Status, Usage
 from swarm.slots import Slot, WorkerSlots, short_error as _short
@@ -271,7 +271,9 @@ class Coordinator(WorkerSlots):
         )
 
     def _confirm_targets(self, lane: str, worker: str, running: list[Assignment]) -> list[str]:
-        return confirm_targets(self.state, lane, worker, running, self.config.max_runs)
+        runs = self.config.max_runs
+        best_runs = runs + BEST_EXTRA_RUNS if runs > 1 else 1  # --max-runs 1: every decision on one run
+        return confirm_targets(self.state, lane, worker, running, best_runs)
 
     def _fill_idle(self, stopping: bool) -> None:
         for slot in self.slots:
@@ -417,8 +419,20 @@ class Coordinator(WorkerSlots):
             if (record.kind not in (Kind.BASELINE, Kind.CONFIRM) and record.status == Status.KEEP
                     and record.commit not in promoted and best is not None and sample is not None
                     and improves(sample.mean, best.metric, self.config.task.direction, self.config.min_delta)):
-                self.promoter.promote(record.replace(metric=sample.mean), best, combine=False)
+                self.promoter.promote(record.replace(metric=sample.mean), best, combine=record.parent != best.commit)
                 promoted.add(record.commit)
+        if not self.config.gate:  # resumed without the gate: candidates left pending are decided now
+            for commit, ids in list(s.pending.items()):
+                first = s.records[ids[0]]
+                best = s.lane_best(first.lane)
+                sample = s.sample(commit)
+                better = best is not None and improves(sample.mean, best.metric, self.config.task.direction,
+                                                       self.config.min_delta)
+                for exp_id in ids:
+                    self._log(EventType.DECISION, exp_id=exp_id, status=(Status.KEEP if better else Status.DISCARD).value,
+                              reason=f"decided without the gate (--no-gate): mean {sample.mean:.6f} over {sample.n} runs")
+                if better:
+                    self.promoter.promote(first.replace(metric=sample.mean), best, combine=first.parent != best.commit)
         if self._lanes_without_best() and s.wave_size:
             self._maybe_finish_wave()
 

@@ -36,6 +36,9 @@ class EventType(str, Enum):
     DECISION = "decision"
     BASELINE_MEASURED = "baseline_measured"  # commit, metric (mean), noise (standard deviation or None), exp_ids
     BEST_ADVANCED = "best_advanced"  # commit, metric, exp_id (None: baseline), previous_commit, previous_metric, lane
+    # commit, metric (the new mean of all its runs), runs, exp_id (the re-measurement), lane: the best's
+    # recorded metric follows its mean as it is re-measured (it is promoted on its luckiest draws)
+    BEST_MEASURED = "best_measured"
     # combo_id, parent, parent_metric, files, description, sources, lane; with `reapply` ({exp_id,
     # description, diff}) and no files: a lost win whose agent re-applies it on the best (they conflicted)
     COMBINATION_QUEUED = "combination_queued"

@@ -5,7 +5,7 @@ the best branch: it asks the noise gate (swarm.promotion, swarm.noise) about the
 journals `pending` or the commit's final status for every experiment of it, advances the lane's
 best branch with a compare-and-swap ref update, and when the winner raced against a newer best
 queues their combination (a 3-way merge) or, when they conflict, a re-apply of the displaced win
-for its agent. It writes only through the coordinator's journal function, so the run's state stays
+by an agent of the lane. It writes only through the coordinator's journal function, so the run's state stays
 a replay of the journal. Not covered: scheduling (swarm.decisions), the first wave (coordinator),
 workers.
 """
@@ -49,9 +49,13 @@ class Promoter:
         s, commit = self.state, record.commit
         if record.kind == Kind.CONFIRM and commit not in s.pending:
             is_best = commit == best.commit
+            sample = s.sample(commit)
             self._log(EventType.DECISION, exp_id=record.exp_id, status=(Status.KEEP if is_best else Status.DISCARD).value,
                       reason=("re-measured the best: " if is_best else "its commit was decided meanwhile: ")
-                      + f"mean {s.sample(commit).mean:.6f} over {s.sample(commit).n} runs", best_metric=best.metric)
+                      + f"mean {sample.mean:.6f} over {sample.n} runs", best_metric=best.metric)
+            if is_best:  # the best's recorded metric is the mean of all its runs, not its luckiest draw
+                self._log(EventType.BEST_MEASURED, commit=commit, metric=sample.mean, runs=sample.n,
+                          exp_id=record.exp_id, lane=record.lane)
             return
         first = min((r for r in [*s.records.values(), record] if r.commit == commit and r.kind != Kind.CONFIRM),
                     key=lambda r: r.exp_id, default=record)
@@ -127,7 +131,7 @@ class Promoter:
     def _combine(self, onto: ExperimentRecord, base: str, other: str, lost: ExperimentRecord | None,
                  other_id: int | None) -> None:
         """Queue `onto` + the change base -> `other` as a combination on `onto.commit`; when the two
-        conflict, queue `lost` (the experiment behind `other`) to be re-applied by its agent."""
+        conflict, queue `lost` (the experiment behind `other`) to be re-applied by an agent of the lane."""
         paths = self.config.task.mutable_files
         try:
             base_f, ours, theirs = ({p: gitops.file_at(self.repo, c, p) for p in paths} for c in (base, onto.commit, other))
@@ -150,8 +154,8 @@ class Promoter:
                   sources=[onto.exp_id, other_id], lane=onto.lane)
 
     def _queue_reapply(self, onto: ExperimentRecord, lost: ExperimentRecord | None, other: str) -> None:
-        """`lost`'s change conflicts with the best `onto`: it is not dropped but queued for its
-        agent to re-apply on top of that best."""
+        """`lost`'s change conflicts with the best `onto`: it is not dropped but queued for an agent of
+        the lane (the next idle worker's) to re-apply on top of that best."""
         if lost is None:
             self._log(EventType.COMBINATION_SKIPPED, exp_id=onto.exp_id, lane=onto.lane,
                       reason=f"its change conflicts with the best it raced against ({other[:7]})")

@@ -22,6 +22,7 @@ from swarm.records import Kind
 from swarm.state import RunState
 
 
+BEST_EXTRA_RUNS = 2  # a new best is re-measured until it has --max-runs + this many runs (the winner's curse)
 PARALLEL_CONFIRMS = 2  # confirmations of one candidate running at once (fewer rounds until it is decided)
 
 

@@ -122,7 +122,7 @@ class HistoryEntry:
     parent_metric: float | None  # the best's metric when it started
     runs: int = 1  # measurements of its commit so far (the experiment's own included)
     mean: float | None = None  # mean of those measurements (None: not measured)
-    confirmed: bool = False  # decided on two or more measurements, or by a clear margin
+    confirmed: bool = False  # decided (not pending) on two or more measurements
 
     @property
     def delta(self) -> float | None:

@@ -67,7 +67,10 @@ class WorkerSlots:
         cfg = self.config
         self.setups: dict[Any, Slot] = {}  # setup ref of a replacement actor -> its slot
         node = ray.get_runtime_context().get_node_id()
-        self.claims = claims_actor().remote(self._claimed())
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.claims = claims_actor().options(  # with the coordinator: it lives as long as the run
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(self._claimed())
         for i in range(plan.count):
             name = f"w{i}"
             env = {"OMP_NUM_THREADS": str(plan.threads)}
@@ -95,7 +98,7 @@ class WorkerSlots:
     def _claimed(self) -> list:
         """The changes already tried, from the journal: ((lane, parent, content hash), exp id)."""
         return [((r.lane, r.parent, r.content_hash), r.exp_id) for r in self.state.verdicts.values()
-                if r.kind == Kind.PROPOSAL and r.content_hash and r.status not in (Status.INTERRUPTED, Status.DUPLICATE)]
+                if r.kind in (Kind.PROPOSAL, Kind.COMBINATION) and r.content_hash and r.status not in (Status.INTERRUPTED, Status.DUPLICATE)]
 
     def _spawn(self, slot: Slot):
         """(Re)create the slot's actor, repairing its worktree first; returns its setup ref

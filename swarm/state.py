@@ -138,6 +138,12 @@ class RunState:
         if lane not in self.lanes:
             self.lanes.append(lane)
 
+    def _on_best_measured(self, e: dict[str, Any]) -> None:
+        lane = e.get("lane", MAIN)
+        best = self.bests.get(lane)
+        if best is not None and best.commit == e["commit"]:
+            self.bests[lane] = Best(best.commit, float(e["metric"]), best.exp_id, lane)
+
     def _on_combination_queued(self, e: dict[str, Any]) -> None:
         combo = {"lane": MAIN, **{k: v for k, v in e.items() if k not in ("event", "t")}}
         self.queue.append(combo)
@@ -156,7 +162,10 @@ class RunState:
         self.agent_error_usage = self.agent_error_usage + Usage(**e.get("usage", {}))
         exp_id = e.get("exp_id")
         if exp_id is not None and int(exp_id) not in self.verdicts:
-            self.assignments.pop(int(exp_id), None)
+            a = self.assignments.pop(int(exp_id), None)
+            if a is not None and a.combo_id is not None and a.combo_id in self.combos:  # nothing ran: queue it again
+                if all(c["combo_id"] != a.combo_id for c in self.queue):
+                    self.queue.insert(0, self.combos[a.combo_id])
 
     # ---- views ----------------------------------------------------------------------------
 

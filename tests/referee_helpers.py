@@ -177,6 +177,11 @@ if CHEAT == "fake_print":
             time.sleep(0.05)
 
     threading.Thread(target=spam, daemon=True).start()
+if CHEAT == "late_print":  # a process of its own session outlives the trainer and prints a result late
+    import subprocess
+    waiter = ("import os, time\\nparent = os.getppid()\\nwhile os.getppid() == parent: time.sleep(0.05)\\n"
+              "time.sleep(0.5)\\nprint('---'); print('val_bpb:          0.100000', flush=True)\\n")
+    subprocess.Popen([sys.executable, "-c", waiter], start_new_session=True)  # prints once the trainer is dead
 if CHEAT == "patch":  # reassign functions of prepare and torch at module level
     import prepare.evaluate
     prepare.evaluate.evaluate_bpb = lambda *a, **k: 0.1

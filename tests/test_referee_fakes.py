@@ -19,6 +19,7 @@ SHORT = dict(AUTORESEARCH_TIME_BUDGET="1", AUTORESEARCH_STARTUP_ALLOWANCE="3")  
 CASES = {  # name -> extra env (CHEAT defaults to the name)
     "honest": {"CHEAT": ""},
     "fake_print": {},
+    "late_print": {},
     "patch": {},
     "peek": {},
     "peek_small": {},
@@ -86,6 +87,18 @@ def test_printing_or_patching_changes_nothing(runs, name):
     assert run.output.splitlines()[-1].startswith("eval_seconds:")  # the referee's block is last
     if name == "fake_print":
         assert run.output.count("val_bpb:          0.100000") >= 2  # it did print, before the referee's block
+
+
+def test_a_process_left_behind_cannot_print_a_result_after_the_referee(runs):
+    """Its output went through the referee's relay, which stopped when the trainer was killed."""
+    import time
+
+    results, want, base = runs
+    run = results["late_print"]
+    assert run.returncode == 0, run.tail()
+    time.sleep(2)  # the left-behind process prints half a second after the trainer died
+    output = (base / "late_print" / "referee-late_print.log").read_text()
+    assert output.splitlines()[-1].startswith("eval_seconds:") and "0.100000" not in output, output[-2000:]
 
 
 @pytest.mark.parametrize("name", ["peek", "peek_small", "stateful"])

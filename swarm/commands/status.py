@@ -48,12 +48,12 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
         src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
         branch = best_branch(tag, s.best.lane)
         sample = s.sample(s.best.commit)
-        now_mean = ""
-        if sample is not None and sample.n > 1:
-            now_mean = f"; mean of its {sample.n} runs now {sample.mean:.6f}"
-        lines.append(f"best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}{now_mean}), branch {branch}")
+        runs = f", mean of {sample.n} runs" if sample is not None else ""
+        lines.append(f"best {metric} {s.best.metric:.6f} at {s.best.commit[:7]} ({src}{runs}), branch {branch}")
         if s.baseline_metric is not None:
             lines.append(f"baseline {s.baseline_metric:.6f}, improvement {s.best.metric - s.baseline_metric:+.6f}")
+    else:
+        lines.append("best: not yet (first wave of baselines running)")
     noise = s.noise_model()
     lines.append(f"noise sigma {noise.describe()}; confirmations took {100 * s.confirm_share():.0f}% of GPU time")
     for commit in [c for lane in s.lanes for c in s.pending_commits(lane)]:
@@ -61,8 +61,6 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
         sample = s.sample(commit)
         lines.append(f"  pending {commit[:7]} (#{ids[0]} {s.records[ids[0]].description[:50]}): mean {sample.mean:.6f} "
                      f"over {sample.n} run(s), waiting for a confirmation")
-    else:
-        lines.append("best: not yet (first wave of baselines running)")
     if s.compare:
         lines.extend(_lane_lines(s, tag))
     counts = s.counts()
