@@ -1,10 +1,10 @@
 """Noise: does the swarm promote real gains and only those, on a landscape whose truth is known?
 
-The task is a simulated landscape (benchmarks/landscape.py): four knobs with real gains (1.5-3
-sigma each, reached in one or two of the built-in agent's steps), eight knobs whose every change
-costs 0.2-0.5 sigma, and Gaussian noise of sigma per run. Each configuration (N workers x gate
-on/off) runs the real swarm (Coordinator, Ray with fake GPUs, the built-in agent) for the same
-number of experiments, `--seeds` times; from each run's journal and git it computes:
+The task is a simulated landscape (benchmarks/landscape.py): four knobs with real gains (2.5-6
+sigma each, 2-3 sigma a step of the built-in agent, reached in one or two steps), eight knobs whose
+every change costs 0.2-0.5 sigma, and Gaussian noise of sigma per run. Each configuration (N
+workers x gate on/off) runs the real swarm (Coordinator, Ray with fake GPUs, the built-in agent)
+for the same number of experiments, `--seeds` times; from each run's journal and git it computes:
 
   false promotions   best_advanced events (not the first-wave baseline) whose commit is not truly
                      better than the best it replaced
@@ -15,13 +15,15 @@ number of experiments, `--seeds` times; from each run's journal and git it compu
                      run again or caught (status duplicate), as a share of all experiments
   confirm share      task seconds spent on confirmation runs / all task seconds
 
-    python benchmarks/bench_noise.py [--workers 1,8] [--experiments 96] [--sigma 0.001]
-                                     [--seeds 4] [--sleep 0.1] [--gate both] [--json FILE] [--workdir DIR]
+    python benchmarks/bench_noise.py [--workers 1,8] [--experiments 160] [--sigma 0.001]
+                                     [--seeds 4] [--sleep 0.1] [--gate both] [--confidence C]
+                                     [--max-runs K] [--json FILE] [--workdir DIR]
 
 Targets (gate on, N = 8): at most 5% false promotions, at least 90% of the true gain, the reported
-best within 0.5 sigma of its truth (checked on the worst run), fewer than 2% duplicates.
-The defaults take about 8 minutes on 2 loaded cores (a 96-experiment run: ~40 s at N = 1, ~20 s at
-N = 8, where about 7.5 experiments are in flight on average). `--workdir DIR` keeps every run's
+best within 0.5 sigma of its truth (the mean over runs: the winner's curse is a bias; one run's
+mean of k measurements is off by sigma / sqrt(k) by chance alone), fewer than 2% duplicates.
+The defaults take about 7 minutes on 2 cores (a 160-experiment run: ~40 s at N = 1, ~12 s at
+N = 8, where about 7.7 experiments are in flight on average). `--workdir DIR` keeps every run's
 repository and journal for a closer look (`autoresearch status`, the journal).
 """
 
@@ -260,7 +262,7 @@ def print_table(rows: list[dict], args) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", default="1,8", help="comma-separated worker counts")
-    ap.add_argument("--experiments", type=int, default=96, help="experiments per run (every configuration)")
+    ap.add_argument("--experiments", type=int, default=160, help="experiments per run (every configuration)")
     ap.add_argument("--sigma", type=float, default=0.001, help="noise sigma of one run")
     ap.add_argument("--seeds", type=int, default=4, help="runs per configuration")
     ap.add_argument("--sleep", type=float, default=0.1, help="seconds one simulated training run takes")

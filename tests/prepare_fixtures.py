@@ -46,6 +46,22 @@ def write_txt_corpus(directory: Path, texts: list[str]) -> Path:
     return directory
 
 
+def prepared_tokenizer(tmp_path_factory):
+    """Yield the Tokenizer of the test corpus, prepared in a private AUTORESEARCH_HOME (set while
+    the generator is open): the body of module-scoped `tok` fixtures."""
+    import pytest
+
+    from prepare.core import ensure_prepared
+    from prepare.tokenizer import Tokenizer
+
+    home = tmp_path_factory.mktemp("home")
+    corpus = write_txt_corpus(tmp_path_factory.mktemp("corpus"), corpus_texts())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTORESEARCH_HOME", str(home))
+        ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False)
+        yield Tokenizer.load(f"local:{corpus}", TEST_PROFILE)
+
+
 def write_parquet(path: Path, texts: list[str], column: str = "text") -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -6,23 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from prepare.core import ensure_prepared
 from prepare.dataloader import _Packer, make_dataloader
 from prepare.evaluate import evaluate_bpb
-from prepare.tokenizer import SPECIAL_TOKENS, Tokenizer
-from prepare_fixtures import TEST_PROFILE, corpus_texts, write_txt_corpus
+from prepare.tokenizer import SPECIAL_TOKENS
+from prepare_fixtures import TEST_PROFILE, corpus_texts, prepared_tokenizer
 
 B, T = 4, 64
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    corpus = write_txt_corpus(tmp_path_factory.mktemp("corpus"), corpus_texts())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUTORESEARCH_HOME", str(home))
-        ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False)
-        yield Tokenizer.load(f"local:{corpus}", TEST_PROFILE)
+    yield from prepared_tokenizer(tmp_path_factory)
 
 
 def take(loader, n):

@@ -260,16 +260,9 @@ def test_comparison_passes_a_causal_model_and_catches_peeking():
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from prepare.core import ensure_prepared
-    from prepare.tokenizer import Tokenizer
-    from prepare_fixtures import TEST_PROFILE, corpus_texts, write_txt_corpus
+    from prepare_fixtures import prepared_tokenizer
 
-    home = tmp_path_factory.mktemp("home")
-    corpus = write_txt_corpus(tmp_path_factory.mktemp("corpus"), corpus_texts())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUTORESEARCH_HOME", str(home))
-        ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False)
-        yield Tokenizer.load(f"local:{corpus}", TEST_PROFILE)
+    yield from prepared_tokenizer(tmp_path_factory)
 
 
 def test_eval_rows_do_not_depend_on_the_batch_size(tok):

@@ -108,7 +108,7 @@ def llm_config(repo: Path, tag: str, server: FakeLLMServer, options: dict, **kw)
     opts.update(options)
     task = standin_task(timeout=20, env={"STANDIN_FORBIDDEN": KEY_VAR})
     return SwarmConfig(repo=repo, tag=tag, task=task, agents=(parse_agent_spec("openai/fake", opts),), workers=2,
-                       agent_backoff=0.3, agent_backoff_max=1.0, baseline_runs=1, **kw)
+                       agent_backoff=0.3, agent_backoff_max=1.0, baseline_runs=1, max_runs=1, **kw)
 
 
 def _all_text(run: Path) -> str:
