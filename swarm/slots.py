@@ -24,7 +24,8 @@ from swarm.lanes import MAIN
 from swarm.pacing import outage_delay
 from swarm.claims import claims_actor
 from swarm.records import AgentFailure, Kind, Status
-from swarm.worker import WorkerSpec, actor_class, kill_strays
+from swarm.worker import WorkerSpec, kill_strays
+from swarm.worker_actor import actor_class
 
 SETUP_TIMEOUT = 600.0  # seconds a replacement actor may take to start (placement + setup) before its slot is retired
 

@@ -1,7 +1,7 @@
 """One worker: sync to the assigned commit, get a proposal, commit it, run the task, report.
 
-`Worker` is a plain class (unit tests drive it directly); `actor_class()` wraps it as a thin Ray
-actor. A worker owns one checkout: a git worktree of the task repository (transport
+`Worker` is a plain class (unit tests drive it directly); `swarm.worker_actor.actor_class()` wraps
+it as a thin Ray actor. A worker owns one checkout: a git worktree of the task repository (transport
 "worktree": same machine as the coordinator) or a standalone repository fed by git bundles
 (transport "bundle": nothing shared with the coordinator). It never writes the journal or the
 best branch; it returns a `WorkerResult` and the coordinator decides.
@@ -491,40 +491,4 @@ def kill_strays(run_mark: str, worker: str) -> None:
                 pass
 
 
-# ---- the Ray actor: a thin wrapper ---------------------------------------------------------
-
-_ACTOR_CLASS = None
-
-
-def actor_class():
-    """The Ray actor class wrapping `Worker` (built on first use: importing this module is Ray-free)."""
-    global _ACTOR_CLASS
-    if _ACTOR_CLASS is None:
-        import ray
-
-        @ray.remote(max_restarts=0, max_task_retries=0, concurrency_groups={"control": 1})
-        class WorkerActor:
-            """Methods run one at a time in order, except `kill_task` (its own concurrency group)."""
-
-            def __init__(self, spec: WorkerSpec):
-                self.worker = Worker(spec)
-
-            def setup(self) -> dict[str, Any]:
-                here = ray.get_runtime_context().get_node_id()
-                return self.worker.setup(same_node=here == self.worker.spec.coordinator_node)
-
-            def run(self, a: Assignment, bundle: bytes | None = None, prefetch_next: bool = True) -> WorkerResult:
-                return self.worker.run(a, bundle, prefetch_next)
-
-            def ping(self) -> str:
-                return self.worker.ping()
-
-            @ray.method(concurrency_group="control")
-            def kill_task(self) -> None:
-                self.worker.kill_task()
-
-        _ACTOR_CLASS = WorkerActor
-    return _ACTOR_CLASS
-
-
-__all__ = ["Worker", "WorkerSpec", "WorkerResult", "actor_class", "kill_strays"]
+__all__ = ["Worker", "WorkerSpec", "WorkerResult", "kill_strays"]
