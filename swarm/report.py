@@ -99,7 +99,7 @@ def _ratio(num: float | None, den: float) -> float | None:
 def group_rows(records: Sequence[ExperimentRecord], by: str, baseline: float | None, direction: str,
                started_at: float, target: float | None = None,
                agent_errors: Sequence[Mapping[str, Any]] = ()) -> tuple[GroupRow, ...]:
-    """One row per group of the decided `records` (final statuses), best group first.
+    """One row per group of the decided `records` (pending ones count as run, not kept), best group first.
 
     `agent_errors`: the bodies of the journal's `agent_error` events (worker, agent, lane, usage).
     """
@@ -160,7 +160,7 @@ def build_report(events: Iterable[Mapping[str, Any]], by: str = "agent", target:
     failures = [e for e in events if e.get("event") == "agent_error"]
     task = s.config.get("task", {})
     direction = task.get("direction", "min")
-    rows = group_rows(s.finished_records(), by, s.baseline_metric, direction, s.started_at, target, failures)
+    rows = group_rows(s.result_records(), by, s.baseline_metric, direction, s.started_at, target, failures)
     return Report(tag=s.tag, metric=task.get("metric", "val_bpb"), direction=direction, by=by,
                   baseline=s.baseline_metric, target=target, started_at=s.started_at, compare=s.compare, rows=rows,
                   confirm_share=s.confirm_share(), sigma=s.noise_model().sigma)

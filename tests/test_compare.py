@@ -75,6 +75,7 @@ def cluster():
 def compare_config(repo: Path, tag: str, agents=(GOOD, WEAK), **kw) -> SwarmConfig:
     kw.setdefault("task", standin_task(timeout=20))
     kw.setdefault("workers", 4)
+    kw.setdefault("max_runs", 1)  # decide on one run: which experiments end pending depends on timing
     return SwarmConfig(repo=repo, tag=tag, agents=tuple(parse_agent_spec(a) for a in agents), compare=True, **kw)
 
 
