@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
                    help="the noise gate (default: on); --no-gate keeps any single measured improvement at once, "
                    "like the classic loop, and runs no confirmations")
-    p.add_argument("--max-runs", type=int, metavar="K", help="measurements of one candidate before the gate must decide, "
+    p.add_argument("--max-runs", type=int, metavar="K", help="measurements of one candidate before the gate must decide "
                    "(default 4); a new best is re-measured until it has K + 2 runs; 1: decide everything on one run")
     p.add_argument("--baseline-runs", type=int, metavar="K", help="first-wave baseline runs, at least one per worker "
                    "(default 3: with one worker the baseline is still measured 3 times)")
