@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 
-def _model_device(model):
+def model_device(model):
+    """The device of the model's first parameter (cpu when it has none)."""
     import torch
 
     try:
@@ -101,7 +102,7 @@ def evaluate_bpb(model, tokenizer, batch_size: int, device=None) -> float:
     """Validation bits per byte of `model` (lower is better), evaluated in this process."""
     import torch
 
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     rows = eval_rows(tokenizer)
     total = BpbSum(tokenizer.get_token_bytes(device=device))
     with torch.no_grad():

@@ -91,15 +91,6 @@ def main() -> None:
     # the trainer returned without handing its model over: the referee reports it
 
 
-def _device_of(model):
-    import torch
-
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        return torch.device("cpu")
-
-
 def _plain(value):
     if isinstance(value, bool) or value is None:
         return None
@@ -133,7 +124,9 @@ def hand_over(model, stats: dict, batch_size: int | None = None, autocast=None) 
 
     from prepare.transport import Closed, LogitsTransport
 
-    device = _device_of(model)
+    from prepare.evaluate import model_device
+
+    device = model_device(model)
     if hasattr(model, "eval"):
         model.eval()
     gc.collect()
@@ -176,10 +169,10 @@ def _standalone(model, stats: dict, batch_size: int | None, autocast) -> None:
 
     import torch
 
-    from prepare.evaluate import BpbSum, eval_rows, token_nats
+    from prepare.evaluate import BpbSum, eval_rows, model_device, token_nats
     from prepare.tokenizer import Tokenizer
 
-    device = _device_of(model)
+    device = model_device(model)
     tokenizer = Tokenizer.load()
     rows = eval_rows(tokenizer)
     total = BpbSum(tokenizer.get_token_bytes(device))
