@@ -80,7 +80,7 @@ def baseline_stats(metrics: Sequence[float]) -> tuple[float, float | None]:
 class SchedulerView:
     """What scheduling needs to know about the run, as plain numbers."""
 
-    started: int  # experiments started so far in the whole run (finished or running)
+    started: int  # experiments of the whole run that count towards the limit: finished or running, not interrupted
     baseline_done: bool  # the first wave has been measured (the worker's lane has a best)
     baselines_to_start: int  # first-wave runs still to hand out
     queued_combinations: int  # of the worker's lane (re-applied wins included)

@@ -1,8 +1,10 @@
 """The run's append-only event log: `.swarm/<tag>/journal.jsonl`, one JSON object a line.
 
 Writes happen under a file lock with flush + fsync, so a crash loses at most the line being
-written; a torn last line (no newline, or not valid JSON) is ignored on read and cut off before
-the next append. A bad line anywhere else is corruption (`JournalError`).
+written. That torn last line (no newline; or a newline but a body that is not valid JSON) is
+ignored on read and cut off before the next append: reader and writer share one definition of it
+(`torn_tail_start`), so the writer repairs exactly what the reader ignores. A bad line anywhere
+else is corruption (`JournalError`).
 
 Every event is a dict with `event` (one of `EventType`) and `t` (unix seconds); the bodies are
 documented at each `EventType`. `lane` (compare runs, swarm.lanes) is absent from journals
@@ -81,46 +83,58 @@ def iter_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return
-    lines = data.split(b"\n")
-    # data ending in "\n" leaves an empty last element; anything else there is a torn line.
-    complete, tail = lines[:-1], lines[-1]
+    # Everything before the torn tail (if any) ends in "\n": the split leaves an empty last element.
+    complete = data[: torn_tail_start(data)].split(b"\n")[:-1]
     for number, raw in enumerate(complete, start=1):
         if not raw.strip():
             continue
         try:
             event = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            if number == len(complete) and not tail:
-                return  # newline written but body torn: treat as the torn last line
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
             raise JournalError(f"{path}: line {number} is not valid JSON ({exc})") from None
         if not isinstance(event, dict) or "event" not in event:
             raise JournalError(f"{path}: line {number} is not an event object")
         yield event
-    del tail  # a torn last line: ignored
+
+
+def torn_tail_start(data: bytes) -> int:
+    """Where the torn last line of journal bytes `data` starts (`len(data)`: there is none).
+
+    The torn last line is the one a crash mid-append leaves: a last line without its newline, or
+    else a newline-terminated last line that is not valid JSON (the newline reached the disk, part
+    of the body did not). Only that one line: a bad line before it is corruption. `data` may be
+    the end of a file only when it holds the newline before its last line.
+    """
+    if not data:
+        return 0
+    if not data.endswith(b"\n"):
+        return data.rfind(b"\n") + 1
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    line = data[start:-1]
+    if not line.strip():
+        return len(data)
+    try:
+        json.loads(line)
+    except ValueError:
+        return start
+    return len(data)
 
 
 def _cut_torn_tail(f) -> None:
-    """Truncate a partial last line (no trailing newline) so the next append starts clean."""
+    """Truncate the torn last line (`torn_tail_start`) so the next append starts clean."""
     f.seek(0, os.SEEK_END)
     size = f.tell()
-    if size == 0:
-        return
-    f.seek(size - 1)
-    if f.read(1) == b"\n":
-        return
-    # Walk back to the previous newline (journal lines are small; read in chunks).
-    pos = size
-    chunk = 4096
-    while pos > 0:
-        start = max(0, pos - chunk)
+    window = 4096
+    while True:  # read enough of the end to hold the newline before the last line (lines are small)
+        start = max(0, size - window)
         f.seek(start)
-        block = f.read(pos - start)
-        idx = block.rfind(b"\n")
-        if idx >= 0:
-            f.truncate(start + idx + 1)
-            return
-        pos = start
-    f.truncate(0)
+        block = f.read(size - start)
+        if start == 0 or b"\n" in block[:-1]:
+            break
+        window *= 4
+    cut = start + torn_tail_start(block)
+    if cut < size:
+        f.truncate(cut)
 
 
 def _finite(obj: Any) -> Any:

@@ -4,7 +4,9 @@ The coordinator applies every event it appends through `RunState.apply`, and a r
 coordinator or `autoresearch status` builds the same state with `replay(read_events(...))`, so
 what the run knows is exactly what the journal says. A compare run (swarm.lanes) keeps one best,
 best history and combination queue per lane (events carry `lane`; events without one belong to
-lane `main`, as in every shared run); the first-wave baseline and its noise are shared. Not covered: writing events (swarm.journal),
+lane `main`, as in every shared run); the first-wave baseline and its noise are shared. The run's
+settings (`config`) are the first start's with each resume's stacked on top (`stack_settings`, also
+what `--resume` continues with). Not covered: writing events (swarm.journal),
 deciding (swarm.decisions), git or Ray.
 """
 
@@ -26,7 +28,7 @@ from swarm.records import ExperimentRecord, HistoryEntry, Kind, Status, Usage
 class RunState:
     tag: str = ""
     base_commit: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the first start's settings, each resume's on top
     started_at: float = 0.0
     wave_size: int = 0  # first-wave baseline runs (the worker count at run start)
     assignments: dict[int, Assignment] = field(default_factory=dict)  # every started experiment
@@ -74,6 +76,7 @@ class RunState:
         self.stopped = False
 
     def _on_run_resumed(self, e: dict[str, Any]) -> None:
+        self.config = stack_settings(self.config, e.get("config") or {})
         self.sessions += 1
         self.stopped = False
         self.stop_reason = ""
@@ -244,6 +247,16 @@ class RunState:
         """Experiments started but not finished (in a live run: in flight; else: interrupted)."""
         return [a for i, a in sorted(self.assignments.items()) if i not in self.verdicts]
 
+    def counted_experiments(self) -> int:
+        """Experiments that count towards --max-experiments: every started one except those recorded
+        interrupted (a stop cut them short; they are run again). Finished ones count whatever their
+        status (a crash, or one lost with its worker, used its GPU time) and running ones count while
+        they run, so the limit is never overshot."""
+        interrupted = sum(
+            1 for i, r in self.verdicts.items() if r.status == Status.INTERRUPTED and i in self.assignments
+        )
+        return len(self.assignments) - interrupted
+
     def baselines_to_start(self, running: Iterable[Assignment] | None = None) -> int:
         """First-wave runs still to hand out: wave size minus finished (not interrupted) and running."""
         done = sum(
@@ -290,6 +303,36 @@ class RunState:
             runs=sample.n if sample else 1, mean=sample.mean if sample else None,
             confirmed=decided_on_more and r.status != Status.PENDING,
         )
+
+
+FIRST_START_ONLY = ("wave_size", "lanes")  # fixed when the run started: a resume cannot change them
+PER_INVOCATION = ("hours", "address")  # one invocation's: never inherited by the next resume
+
+
+def stack_settings(current: dict[str, Any], resumed: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings after a resume: the resume's config (`run_resumed`) on top of `current`
+    (the first start's, with every earlier resume's on top). A value the resume left unset (None:
+    e.g. `workers` when no --workers was given) keeps the earlier one, and FIRST_START_ONLY keys
+    keep the first start's; PER_INVOCATION keys are the resume's own (None included)."""
+    stacked = dict(current)
+    for key, value in resumed.items():
+        if key in FIRST_START_ONLY and key in current:
+            continue
+        if value is not None or key in PER_INVOCATION:
+            stacked[key] = value
+    return stacked
+
+
+def run_settings(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What a resumed run continues with: the first `run_started` config with each `run_resumed`
+    config stacked on it (`stack_settings`); {} when the run never started."""
+    settings: dict[str, Any] | None = None
+    for e in events:
+        if e["event"] == EventType.RUN_STARTED.value and settings is None:
+            settings = dict(e.get("config") or {})
+        elif e["event"] == EventType.RUN_RESUMED.value and settings is not None:
+            settings = stack_settings(settings, e.get("config") or {})
+    return settings or {}
 
 
 def replay(events: Iterable[dict[str, Any]]) -> RunState:

@@ -136,3 +136,33 @@ def test_resume_takes_the_journal_and_the_file_restores_secrets(repo, task_file,
                                                                                     'api_key = "sk-again"\n')))
     assert again.agents[0].options["api_key"] == "sk-again" and again.compare
     assert agent_to_dict(again.agents[0])["options"].get("api_key") is None
+
+
+def test_each_resume_stacks_on_the_previous_one(repo, task_file, tmp_path):
+    """flags > config file > the latest resume's settings > the first start's; --hours does not
+    stack, and the first start's wave size and lanes stay."""
+    from swarm.journal import read_events
+    from swarm.state import replay
+
+    first = build(repo, "--task", str(task_file), "--tag", "stack", "--max-experiments", "10", "--hours", "1")
+    journal = Journal(first.journal_path)
+    journal.append(EventType.RUN_STARTED, tag="stack", base_commit="x",
+                   config={**first.to_dict(), "workers": 2, "wave_size": 3})  # as the coordinator writes it
+    journal.append(EventType.RUN_STOPPED, reason="hours")
+    one = build(repo, "--resume", "--tag", "stack", "--max-experiments", "20", "--min-delta", "0.01",
+                "--agents", f"builtin,{GOOD}", "--max-cost", "5", "--hours", "2")
+    assert (one.max_experiments, one.min_delta, one.max_cost, one.hours, one.workers) == (20, 0.01, 5.0, 2.0, 2)
+    journal.append(EventType.RUN_RESUMED, config={**one.to_dict(), "workers": None})  # a library user's resume
+    journal.append(EventType.RUN_STOPPED, reason="max_experiments")
+    two = build(repo, "--resume", "--tag", "stack")
+    assert (two.max_experiments, two.min_delta, two.max_cost) == (20, 0.01, 5.0)
+    assert [a.name for a in two.agents] == ["builtin", "GoodAgent"] == [a.name for a in one.agents]
+    assert two.task.name == "standin"
+    assert two.hours is None and two.workers == 2  # --hours was that invocation's; workers: the run's plan
+    journal.append(EventType.RUN_RESUMED, config=two.to_dict())
+    state = replay(read_events(first.journal_path))
+    assert state.config["max_experiments"] == 20 and state.config["agents"][1]["name"] == "GoodAgent"
+    assert state.wave_size == 3 and state.config["wave_size"] == 3 and state.lanes == ["main"]
+    conf = write(tmp_path, "[run]\nmax_experiments = 30\nmin_delta = 0.02\n")
+    three = build(repo, "--resume", "--tag", "stack", "--config", str(conf), "--min-delta", "0.03")
+    assert (three.max_experiments, three.min_delta, three.max_cost) == (30, 0.03, 5.0)

@@ -118,3 +118,96 @@ def test_lost_combination_goes_back_to_the_queue():
     assert replay(head + [finished(4, "interrupted"), started(5), finished(5, "crash", lost=True)]).queue == s.queue
     ran = replay(head + [finished(4, "crash")])  # the combination itself crashed: it stands
     assert ran.queue == []
+
+
+def test_torn_last_line_with_newline_is_cut_before_the_next_append(tmp_path):
+    """Newline written, body torn: the reader ignores that line, and the writer cuts exactly it, so
+    the next append does not bury it mid-file (which would make the journal unreadable)."""
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    j.append(EventType.NOTE, text="whole")
+    with open(path, "ab") as f:
+        f.write(b'{"event": "note", "text": "to\n')
+    assert [e["text"] for e in read_events(path)] == ["whole"]
+    j.append(EventType.NOTE, text="next")
+    assert [e["text"] for e in read_events(path)] == ["whole", "next"]
+    assert b'"to' not in path.read_bytes() and path.read_bytes().count(b"\n") == 2
+
+
+@pytest.mark.parametrize("tail", [
+    b'{"event": "note", "text": "\xc3\n',  # torn inside a multi-byte character
+    b"\n\n",  # blank lines are not events and not torn: kept
+    b'{"event": "note", "text": "torn"',  # no newline, and valid JSON but for it
+])
+def test_writer_repairs_exactly_what_the_reader_ignores(tmp_path, tail):
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    j.append(EventType.NOTE, text="whole")
+    with open(path, "ab") as f:
+        f.write(tail)
+    assert [e["text"] for e in read_events(path)] == ["whole"]
+    j.append(EventType.NOTE, text="next")
+    assert [e["text"] for e in read_events(path)] == ["whole", "next"]
+
+
+def test_only_one_torn_line_is_tolerated(tmp_path):
+    """A bad line before the torn last one is corruption, before and after the next append."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b'{"event": "note", "text": "a"}\nnot json\n{"event": "no')
+    with pytest.raises(JournalError, match="line 2"):
+        read_events(path)
+    Journal(path).append(EventType.NOTE, text="b")
+    with pytest.raises(JournalError, match="line 2"):
+        read_events(path)
+
+
+def _small_run(j: Journal) -> None:
+    """A finished two-experiment run, as a coordinator writes it."""
+    j.append(EventType.RUN_STARTED, tag="torn", base_commit="b" * 40, config={"workers": 1, "wave_size": 1})
+    for exp_id, kind, metric in ((1, "baseline", 2.0), (2, "proposal", 1.5)):
+        a, r = _exp(exp_id, metric=metric, kind=kind, commit=f"{exp_id}" * 40, parent="b" * 40)
+        j.append(EventType.EXPERIMENT_STARTED, assignment=a)
+        j.append(EventType.EXPERIMENT_FINISHED, record=r)
+        j.append(EventType.DECISION, exp_id=exp_id, status="keep", reason="")
+        if kind == "baseline":
+            j.append(EventType.BASELINE_MEASURED, commit="b" * 40, metric=metric, noise=None, exp_ids=[1])
+        j.append(EventType.BEST_ADVANCED, commit=r["commit"] if kind != "baseline" else "b" * 40, metric=metric,
+                 exp_id=None if kind == "baseline" else exp_id, previous_commit=None, previous_metric=None)
+    j.append(EventType.RUN_STOPPED, reason="max_experiments")
+
+
+def test_run_with_a_torn_newline_tail_stays_usable(tmp_path):
+    """Through the commands: `status` reads the run, and a resume's append keeps it readable."""
+    from swarm.commands.status import status_text
+    from tests.standin import make_standin_repo
+
+    repo = make_standin_repo(tmp_path / "task")
+    path = repo / ".swarm" / "torn" / "journal.jsonl"
+    j = Journal(path)
+    _small_run(j)
+    with open(path, "ab") as f:
+        f.write(b'{"event":"experiment_started","assignment":{"exp_id":3,"wor\n')  # killed mid-line
+    text = status_text(str(repo), "torn")
+    assert "run torn: stopped (max_experiments)" in text and "best val_bpb 1.500000" in text
+    j.append(EventType.RUN_RESUMED, config={"workers": 1})
+    j.append(EventType.NOTE, text="after the resume")
+    s = replay(read_events(path))
+    assert s.sessions == 2 and not s.stopped and s.notes == ["after the resume"] and sorted(s.records) == [1, 2]
+    assert b'"exp_id":3' not in path.read_bytes()
+    assert "run torn: " in status_text(str(repo), "torn")
+
+
+def test_interrupted_experiments_do_not_count_towards_the_limit():
+    """--max-experiments counts what finished (crashes and lost ones included) and what runs now;
+    experiments a stop interrupted are not counted (they are run again)."""
+    head = [{"event": "run_started", "tag": "t", "base_commit": "b", "config": {"workers": 2}}]
+    events = list(head)
+    for exp_id, status in ((1, "keep"), (2, "interrupted"), (3, "crash"), (4, "interrupted"), (5, None)):
+        a, r = _exp(exp_id, status=status or "keep")
+        events.append({"event": "experiment_started", "assignment": a})
+        if status is not None:  # #5 is still running
+            events.append({"event": "experiment_finished", "record": r, **({"lost": True} if exp_id == 3 else {})})
+    s = replay(events)
+    assert len(s.assignments) == 5 and s.counted_experiments() == 3  # #1, #3 and the running #5
+    s.apply({"event": "experiment_finished", "record": _exp(5, status="interrupted")[1]})
+    assert s.counted_experiments() == 2
