@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from swarm.agents import AgentSpec, parse_agent_list
 from swarm.errors import ConfigError
 from swarm.proc import scrub_env
+from swarm.sandbox import MODES as SANDBOX_MODES
 from swarm.lanes import Lane, lane_of_worker, plan_lanes
 from swarm.task import TaskSpec
 
@@ -55,10 +56,10 @@ class SwarmConfig:
     prefetch: bool = True  # agents that support it prepare the next proposal while the task runs
     agent_backoff: float = 5.0  # seconds a worker waits after its agent's first failed attempt (doubling)
     agent_backoff_max: float = 300.0  # the longest such wait
+    sandbox: str = "auto"  # where agent-written code runs: "auto" | "bwrap" | "off" (swarm.sandbox)
 
     def __post_init__(self) -> None:
-        if not _TAG.match(self.tag):
-            raise ConfigError(f"tag {self.tag!r}: use letters, digits, '.', '_' or '-' (max 64)")
+        check_tag(self.tag)
         if self.workers is not None and self.workers < 1:
             raise ConfigError("--workers must be at least 1")
         if not self.agents:
@@ -79,6 +80,8 @@ class SwarmConfig:
             raise ConfigError("agent_backoff must be >= 0 and agent_backoff_max >= agent_backoff")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"transport must be one of {TRANSPORTS}")
+        if self.sandbox not in SANDBOX_MODES:
+            raise ConfigError(f"--sandbox must be one of {', '.join(SANDBOX_MODES)}, not {self.sandbox!r}")
 
     @property
     def run_dir(self) -> Path:
@@ -129,7 +132,18 @@ class SwarmConfig:
             "prefetch": self.prefetch,
             "agent_backoff": self.agent_backoff,
             "agent_backoff_max": self.agent_backoff_max,
+            "sandbox": self.sandbox,
         }
+
+
+def check_tag(tag: str) -> str:
+    """`tag` when it can name a run (and a branch, and a directory under .swarm/); else a
+    one-line ConfigError: an empty or blank --tag never means the default."""
+    if not tag.strip():
+        raise ConfigError("--tag is empty: give the run a name, or leave --tag out")
+    if not _TAG.match(tag):
+        raise ConfigError(f"tag {tag!r}: use letters, digits, '.', '_' or '-' (max 64)")
+    return tag
 
 
 def run_dir(repo: Path, tag: str) -> Path:
@@ -200,8 +214,9 @@ def latest_tag(repo: Path) -> str:
 
 
 def existing_journal(repo: Path, tag: str | None) -> tuple[str, Path]:
-    """(tag, journal path) of a run that exists: `tag`, or the most recent run when None."""
-    tag = tag or latest_tag(repo)
+    """(tag, journal path) of a run that exists: `tag`, or the most recent run when None (an
+    empty tag is an error, never the most recent run)."""
+    tag = check_tag(tag) if tag is not None else latest_tag(repo)
     path = run_dir(repo, tag) / "journal.jsonl"
     if not path.is_file():
         known = ", ".join(list_runs(repo)) or "none"
@@ -243,6 +258,7 @@ __all__ = [
     "latest_tag",
     "list_runs",
     "run_dir",
+    "check_tag",
     "parse_agents",
     "task_to_dict",
     "task_from_dict",

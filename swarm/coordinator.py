@@ -11,8 +11,9 @@ combination when the winner raced against a newer best), and regenerates the exp
 run (swarm.lanes) each worker races for its lane: it sees that lane's best, history and
 combinations, and a win advances only that lane's best branch; the first-wave baseline is shared
 by all lanes. State is `swarm.state.RunState` fed with exactly the events it journals, so a resumed
-coordinator continues where the journal ends. Starting, replacing and retiring worker actors:
-swarm.slots. Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
+coordinator continues where the journal ends. One coordinator per run: it holds the run lock
+(swarm.runlock) for its whole life. Starting, replacing and retiring worker actors: the worker pool
+(swarm.pool), whose events the coordinator journals. Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
 """
 
 from __future__ import annotations
@@ -23,25 +24,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from swarm import exports, gitops
+from swarm import exports, gitops, raycluster
+from swarm.commit_transfer import bundle_for, recover_commit
 from swarm.config import SwarmConfig, plan_workers
 from swarm.decisions import (
     Assignment, Best, SchedulerView, baseline_stats, decide, experiment_seed, improves, next_kind,
     unfinished_record,
 )
-from swarm.errors import ConfigError, GitError, SwarmError
-from swarm.journal import EventType, Journal, read_events
+from swarm.errors import GitError, SwarmError
+from swarm.journal import EventType, Journal
 from swarm.lanes import MAIN, best_ref, split_workers
 from swarm.noise import Noise
+from swarm.preflight import preflight
 from swarm.promoter import Promoter
 from swarm.promotion import BEST_EXTRA_RUNS, confirm_description, confirm_targets
-from swarm.pacing import over_budget
-from swarm.records import ExperimentRecord, Kind, Reapply, Status, Usage
-from swarm.slots import Slot, WorkerSlots, short_error as _short
-from swarm.state import RunState, replay
+from swarm.pacing import outage_delay, over_budget
+from swarm.records import AgentFailure, ExperimentRecord, Kind, Reapply, Status, Usage
+from swarm.runlock import RunLock
+from swarm.pool import Outcome, Slot, WorkerPool
+from swarm.slots import make_slots, start_claims
+from swarm.state import RunState
 
 HISTORY_LIMIT = 200  # finished experiments sent to agents with each assignment
-MAX_WORKER_FAILURES = 3  # consecutive worker-side failures before a worker slot is retired
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,9 @@ class RunSummary:
     best_runs: int = 0  # measurements behind the best's metric
 
 
-class Coordinator(WorkerSlots):
+class Coordinator:
+    stopping = False  # its loop has ended (a stop seen, or a limit): what remains is recording the end
+
     def __init__(
         self,
         config: SwarmConfig,
@@ -83,13 +89,22 @@ class Coordinator(WorkerSlots):
         self.repo = gitops.open_repo(config.repo)
         self.journal = Journal(config.journal_path)
         self.state = RunState()
-        self.slots: list[Slot] = []
-        self.inflight: dict[Any, Slot] = {}
+        # the worker actors (its Ray backend is set when the workers start)
+        self.pool = WorkerPool(None, f"swarm-{config.tag}", prepare=self._prepare_checkout)
+        self._said_no_workers = False
         self.overheads: list[float] = []
         self.best_ref = best_ref(config.tag, MAIN)
         self.fatal: str | None = None
         self.promoter = Promoter(config, self.repo, self._log, lambda: self.state)
         self.claims = None  # swarm.claims actor, created with the workers
+
+    @property
+    def slots(self) -> list[Slot]:
+        return self.pool.slots
+
+    @property
+    def no_workers(self) -> str | None:
+        return self.pool.no_workers
 
     # ---- journal: every event goes through here ------------------------------------------
 
@@ -101,10 +116,18 @@ class Coordinator(WorkerSlots):
     def run(self) -> RunSummary:
         t0 = time.monotonic()
         reason = "done"
-        self._connect_ray()
-        import pyarrow.parquet  # noqa: F401 - imported once here, not inside the first timed export
+        lock = RunLock(self.config.run_dir)
+        previous = lock.acquire()  # before Ray starts: a second coordinator is refused at once
+        try:
+            self._connect_ray()
+            import pyarrow.parquet  # noqa: F401 - imported once here, not inside the first timed export
 
-        plan = self._open_run()
+            plan = self._open_run()
+        except BaseException:
+            lock.release()
+            raise
+        if previous is not None and self.config.resume:
+            self._log(EventType.NOTE, text=f"took over from a coordinator that died ({previous.describe()})")
         try:
             self._start_workers(plan)
             reason = self._loop(t0)
@@ -116,9 +139,12 @@ class Coordinator(WorkerSlots):
             self._interrupt_running()
             raise
         finally:
-            self._log(EventType.RUN_STOPPED, reason=reason)
-            self._shutdown_workers()
-            self._export()
+            try:
+                self._log(EventType.RUN_STOPPED, reason=reason)
+                self._shutdown_workers()
+                self._export()
+            finally:
+                lock.release()
         if self.fatal:
             raise SwarmError(self.fatal)
         s = self.state
@@ -132,42 +158,18 @@ class Coordinator(WorkerSlots):
         )
 
     def _connect_ray(self) -> None:
-        import ray
-
-        if not ray.is_initialized():
-            self._init_ray(ray)
+        raycluster.connect(self.config.address)
         if self.on_connected:
             self.on_connected()
-
-    def _init_ray(self, ray) -> None:
-        if self.config.address:
-            _check_reachable(self.config.address)
-        try:
-            if self.config.address:
-                ray.init(address=self.config.address, log_to_driver=False)
-            else:
-                ray.init(include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = self.config.address or "a local cluster"
-            raise ConfigError(f"cannot reach Ray at {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
     def _open_run(self):
         import ray
 
         cfg = self.config
         gitops.ensure_excluded(self.repo, ".swarm/")
-        exists = cfg.journal_path.exists()
+        resumed = preflight(cfg, self.repo)  # the CLI ran these checks before Ray; library users get them here
         if cfg.resume:
-            if not exists:
-                from swarm.config import list_runs
-
-                known = ", ".join(list_runs(cfg.repo)) or "none"
-                raise ConfigError(f"no run tagged {cfg.tag!r} to resume in {cfg.repo} (runs: {known})")
-            self.state = replay(read_events(cfg.journal_path))
-            lanes = [lane.name for lane in cfg.lanes]
-            if lanes != self.state.lanes:
-                raise ConfigError(f"run {cfg.tag!r} races lanes {self.state.lanes}; these settings give {lanes} "
-                                  "(resume with the run's own --agents and --compare)")
+            self.state = resumed
             plan = self._split(plan_workers(ray.cluster_resources(), cfg.workers or self.state.wave_size))
             self._log(EventType.RUN_RESUMED, config=cfg.to_dict())
             for lane, best in self.state.bests.items():  # the journal is the truth: undo a ref update it never recorded
@@ -176,11 +178,6 @@ class Coordinator(WorkerSlots):
             for a in self.state.running():  # started, never finished: the previous coordinator died
                 self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
             return plan
-        if exists:
-            raise ConfigError(f"a run tagged {cfg.tag!r} exists; continue it with --resume or pick another --tag")
-        dirty = gitops.dirty_paths(self.repo, list(cfg.task.mutable_files))
-        if dirty:
-            raise ConfigError(f"uncommitted changes in {', '.join(dirty)}: commit them first (the swarm starts from HEAD)")
         plan = self._split(plan_workers(ray.cluster_resources(), cfg.workers))
         config = {**cfg.to_dict(), "workers": plan.count, "wave_size": max(plan.count, cfg.baseline_runs)}
         self._log(EventType.RUN_STARTED, tag=cfg.tag, base_commit=gitops.head_commit(self.repo), config=config)
@@ -201,48 +198,112 @@ class Coordinator(WorkerSlots):
             self.out(f"compare: using {count} of {plan.count} workers so that every lane gets an equal share")
         return dataclasses.replace(plan, count=count)
 
+    # ---- workers (swarm.pool holds the actors; their events are journaled here) -----------
+
+    def _start_workers(self, plan) -> None:
+        import ray
+
+        from swarm.worker_actor import RayBackend
+
+        node = ray.get_runtime_context().get_node_id()
+        self.claims = start_claims(self.state, node)
+        self.pool.backend = RayBackend({"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus})
+        self.pool.start(make_slots(self.config, plan, node, self.claims))
+        self._pool_events()
+        warnings = sorted({slot.info["sandbox_warning"] for slot in self.slots if slot.info.get("sandbox_warning")})
+        for text in warnings:  # --sandbox auto fell back to off on some node
+            self._log(EventType.NOTE, text=f"sandbox: {text}")
+            self.out(f"!     sandbox: {text}")
+
+    def _prepare_checkout(self, slot: Slot) -> None:
+        """Repair (or create) a worktree-transport slot's worktree at its lane's best before an actor starts."""
+        if slot.spec.transport == "bundle":
+            return
+        best = self.state.lane_best(slot.lane)
+        start = best.commit if best else self.state.base_commit
+        gitops.ensure_worktree(self.repo, Path(slot.spec.checkout), slot.spec.branch, start)
+
+    def _pool_events(self) -> None:
+        """Journal and print what the pool did (replacements, retries, retirements)."""
+        for event in self.pool.take_events():
+            self._log(EventType.NOTE, text=event.text)
+            self.out(f"!     {event.text[:300]}")
+        if self.pool.no_workers and not self._said_no_workers:
+            self._said_no_workers = True
+            self._log(EventType.NOTE, text=f"{self.pool.no_workers}; the run ends")
+            self.out(f"!     {self.pool.no_workers[:300]}; the run ends")
+
+    def _agent_unavailable(self, slot: Slot, a: Assignment, failures: tuple) -> None:
+        """The agent gave no proposal (an outage past its own retries): nothing ran. Withdraw the
+        assignment (its id is handed out again), journal the attempt (its usage counts towards the
+        cost) and let this worker wait, doubling up to agent_backoff_max; the others go on. A
+        permanent failure (bad key, unknown model, bad request) retires the worker instead."""
+        failure = failures[-1] if failures else AgentFailure("the agent gave no proposal", at=time.time())
+        slot.outages += 1
+        cfg = self.config
+        delay = 0.0 if failure.permanent else outage_delay(slot.outages, cfg.agent_backoff, cfg.agent_backoff_max)
+        self.pool.pause(slot, delay)
+        if slot.outages == 1 and not failure.permanent:
+            self._log(EventType.NOTE, text=f"{slot.name}: agent {a.agent} unavailable ({failure.error}); "
+                      "the worker waits and asks again, the others go on")
+        self._log(EventType.AGENT_ERROR, worker=slot.name, agent=a.agent, lane=a.lane, exp_id=a.exp_id,
+                  retry_in=delay, **failure.to_dict())
+        head = f"-{a.exp_id:<4} {slot.name:<4} {a.agent[:18]:<18} {'agent error':<11} {'-':>9} {'':>10}  "
+        if failure.permanent:
+            self.out(f"{head}permanent: the worker is retired (nothing ran)  [{failure.error[:100]}]")
+            self.pool.retire(slot, f"agent {a.agent} failed permanently ({failure.error[:200]})")
+            self._pool_events()
+            return
+        self.out(f"{head}retry in {delay:.0f} s (attempt {slot.outages}; nothing ran)  [{failure.error[:100]}]")
+
+    def _interrupt_running(self) -> None:
+        """Record every running experiment as interrupted and stop its task."""
+        for a in self.pool.interrupt_all():
+            if a.exp_id not in self.state.verdicts:
+                self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
+
+    def _shutdown_workers(self) -> None:
+        """Kill the actors, end the task processes on every node, drop the claims actor."""
+        import ray
+
+        if self.pool.backend is not None:
+            self.pool.shutdown()
+        if self.claims is not None:
+            try:
+                ray.kill(self.claims)
+            except Exception:  # noqa: BLE001
+                pass
+
     # ---- the loop -------------------------------------------------------------------------
 
     def _loop(self, t0: float) -> str:
-        import ray
-
         deadline = t0 + self.config.hours * 3600 if self.config.hours else None
         reason = "done"
         while True:
             if self.stop.is_set():
+                self.stopping = True
                 raise KeyboardInterrupt
-            self._check_setups()
             reason = self._limit(reason, deadline)
             self._fill_idle(stopping=reason != "done" or self.fatal is not None)
-            if not self.inflight:
-                if reason == "done" and self.fatal is None and self._waiting():
-                    if not self.setups:
-                        time.sleep(0.2)  # every idle worker waits out its agent's outage
-                        continue
-                else:
-                    break
-            waiting = [*self.inflight, *self.setups]
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
-            if not ready:
-                continue
-            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
-            for ref in [r for r in ready if r in self.setups]:
-                self._setup_done(ref)
-            ready = [r for r in ready if r in self.inflight]
-            if not ready:
+            self._pool_events()
+            if not self.pool.inflight and not (reason == "done" and self.fatal is None and self.pool.waiting()):
+                break
+            outcomes = self.pool.poll(0.5)  # idle workers may be waiting out an outage or a replacement
+            self._pool_events()
+            if not outcomes:
                 continue
             tick = time.perf_counter()
-            outcomes = [self._collect(ref) for ref in ready]
-            for outcome in sorted(outcomes, key=lambda o: o[1]):  # completion order, as if one by one
-                self._handle(*outcome)
+            for outcome in outcomes:  # completion order, as if one by one
+                self._handle(outcome)
                 reason = self._limit(reason, deadline)
                 self._fill_idle(stopping=reason != "done" or self.fatal is not None)
             self._export()  # once per batch, after the idle workers have their next experiment
-            self.overheads.extend([(time.perf_counter() - tick) / len(ready)] * len(ready))
+            self.overheads.extend([(time.perf_counter() - tick) / len(outcomes)] * len(outcomes))
+        self.stopping = True
         if self.fatal:
             return "error"
         limit = self.config.max_experiments
-        if reason == "done" and limit is not None and len(self.state.assignments) >= limit:
+        if reason == "done" and limit is not None and self.state.counted_experiments() >= limit:
             reason = "max_experiments"
         if reason == "done" and self.no_workers:
             reason = "no_workers"
@@ -260,11 +321,11 @@ class Coordinator(WorkerSlots):
 
     def _view(self, stopping: bool, lane: str = MAIN, worker: str = "") -> SchedulerView:
         s = self.state
-        running = [slot.busy for slot in self.slots if slot.busy]
+        running = self.pool.running()
         targets = self._confirm_targets(lane, worker, running) if self.config.gate else []
         best = s.lane_best(lane)
         return SchedulerView(
-            started=len(s.assignments), baseline_done=s.lane_best(lane) is not None,
+            started=s.counted_experiments(), baseline_done=s.lane_best(lane) is not None,
             baselines_to_start=s.baselines_to_start(running), queued_combinations=len(s.queue_for(lane)),
             max_experiments=self.config.max_experiments, stopping=stopping,
             confirms_wanted=len(targets), best_unsettled=bool(targets) and targets[0] == getattr(best, "commit", None),
@@ -290,7 +351,7 @@ class Coordinator(WorkerSlots):
         if kind == Kind.BASELINE:
             parent, parent_metric = s.base_commit, None
         elif kind == Kind.CONFIRM:
-            running = [other.busy for other in self.slots if other.busy]
+            running = self.pool.running()
             parent, parent_metric = self._confirm_targets(slot.lane, slot.spec.name, running)[0], best.metric
             extra = dict(description=confirm_description(s, parent))
         elif kind == Kind.COMBINATION:
@@ -314,47 +375,25 @@ class Coordinator(WorkerSlots):
         self._log(EventType.EXPERIMENT_STARTED, assignment=a.to_dict())
         bundle = None
         if slot.transport == "bundle" and slot.synced != parent:
-            bundle = self._bundle_for(parent, slot.synced)
-        slot.busy = a
+            bundle = bundle_for(self.repo, parent, slot.synced)
         limit = self.config.max_experiments
-        more = (limit is None or len(s.assignments) < limit) and not over_budget(
+        more = (limit is None or s.counted_experiments() < limit) and not over_budget(
             s.total_usage().cost_usd, self.config.max_cost)  # else a prefetch would be wasted
-        self.inflight[slot.actor.run.remote(a, bundle, more)] = slot
+        self.pool.submit(slot, a, bundle, more)
         slot.synced = parent
 
-    def _collect(self, ref) -> tuple[Slot, float, Any]:
-        """(slot, finish time, WorkerResult or the Ray error) of a ready result.
-
-        The slot stays busy until `_handle` records its result, so scheduling between two
-        results of one batch sees the others as still running.
-        """
-        import ray
-
-        slot = self.inflight.pop(ref)
-        try:
-            result = ray.get(ref)
-            return slot, result.record.finished_at if result.record is not None else time.time(), result
-        except ray.exceptions.RayError as exc:
-            return slot, time.time(), exc
-
-    def _handle(self, slot: Slot, _finished: float, result: Any) -> None:
-        import ray
-
-        a, slot.busy = slot.busy, None
-        if isinstance(result, BaseException):
-            died = isinstance(result, ray.exceptions.RayActorError)
-            what = "worker actor died" if died else "worker error"
+    def _handle(self, outcome: Outcome) -> None:
+        slot = outcome.slot
+        a = self.pool.release(slot)
+        if outcome.lost is not None:
+            commit = recover_commit(self.repo, self.config.tag, slot, a) if outcome.lost.died else ""
             # lost with its worker: a combination goes back to the queue (swarm.state)
-            self._record(unfinished_record(a, Status.CRASH, f"{what}: {_short(result)}", time.time()), lost=died)
-            slot.failures += 1
-            if slot.failures >= MAX_WORKER_FAILURES:
-                self._retire(slot, f"{slot.failures} worker failures in a row (last: {_short(result)})")
-            elif died:
-                self._replace(slot)  # new actor, same (repaired) worktree; it gets work once set up
-            else:
-                slot.synced = None
+            record = unfinished_record(a, Status.CRASH, str(outcome.lost), time.time())
+            self._record(record.replace(commit=commit) if commit else record, lost=outcome.lost.died)
+            self.pool.lost(slot, outcome.lost)  # replaced, or retired after too many failures
             return
-        slot.failures = 0
+        self.pool.succeeded(slot)
+        result = outcome.result
         if result.record is None:
             self._agent_unavailable(slot, a, result.agent_errors)
             return
@@ -441,7 +480,7 @@ class Coordinator(WorkerSlots):
 
     def _maybe_finish_wave(self) -> None:
         s = self.state
-        running = [slot.busy for slot in self.slots if slot.busy]
+        running = self.pool.running()
         if s.baselines_to_start(running) > 0 or any(a.kind == Kind.BASELINE for a in running):
             return
         metrics = s.baseline_metrics()
@@ -472,19 +511,3 @@ class Coordinator(WorkerSlots):
             best_s = f"{r.lane[:16]} {best_s}"
         self.out(f"#{r.exp_id:<4} {r.worker:<4} {r.agent[:18]:<18} {r.status.value:<11} {metric:>9} {delta:>10}  "
                  f"{best_s}  {r.description[:80]}{'  [' + r.error[:80] + ']' if r.error and r.status != Status.KEEP else ''}")
-
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast with one line when a `host:port` Ray address does not answer (Ray itself retries
-    for minutes). `auto` and addresses without a port are left to Ray."""
-    import socket
-
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"Ray address {address} is unreachable ({exc.strerror or exc})") from None
-

@@ -133,8 +133,7 @@ def ensure_worktree(repo: git.Repo, path: Path, branch: str, commit: str) -> Pat
         try:
             wt = git.Repo(path)
             if Path(wt.working_tree_dir).resolve() == path.resolve() and resolve(wt, "HEAD"):
-                lock = Path(wt.git_dir) / "index.lock"
-                lock.unlink(missing_ok=True)
+                _drop_stale_locks(wt, branch)
                 return path
         except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError):
             pass
@@ -145,13 +144,26 @@ def ensure_worktree(repo: git.Repo, path: Path, branch: str, commit: str) -> Pat
     return path
 
 
+def _drop_stale_locks(wt: git.Repo, branch: str | None = None) -> None:
+    """Remove the lock files a git command killed with its worker left behind (index.lock,
+    HEAD.lock, ... of this checkout, and the lock of its own branch): every later checkout would
+    fail on them. Only for a checkout the swarm owns, whose worker is gone."""
+    for lock in Path(wt.git_dir).glob("*.lock"):
+        lock.unlink(missing_ok=True)
+    if branch:
+        (common_dir(wt) / "refs" / "heads" / f"{branch}.lock").unlink(missing_ok=True)
+    else:
+        for lock in (Path(wt.git_dir) / "refs" / "heads").rglob("*.lock"):
+            lock.unlink(missing_ok=True)
+
+
 def ensure_clone_dir(path: Path) -> git.Repo:
     """A standalone repository at `path` (bundle transport: nothing shared with the coordinator)."""
     path = Path(path)
     if (path / ".git").exists():
         try:
             repo = git.Repo(path)
-            (Path(repo.git_dir) / "index.lock").unlink(missing_ok=True)
+            _drop_stale_locks(repo)
             return repo
         except git.InvalidGitRepositoryError:
             shutil.rmtree(path, ignore_errors=True)
@@ -220,6 +232,24 @@ def file_at(repo: git.Repo, commit: str, path: str) -> str | None:
 
 
 # ---- bundles: how code moves between nodes that share no filesystem -----------------------
+
+
+def find_exp_commit(repo: git.Repo, branch: str, parent: str, marker: str) -> str | None:
+    """The tip of `branch` when it is the commit of one experiment: its only parent is `parent`
+    and its message holds `marker` (a worker's `swarm-exp: <tag>/<id> (` line); else None.
+    How a dead worker's tried diff is found again."""
+    sha = resolve(repo, f"refs/heads/{branch}")
+    if sha is None:
+        return None
+    commit = repo.commit(sha)
+    if [p.hexsha for p in commit.parents] != [parent] or marker not in commit.message:
+        return None
+    return sha
+
+
+def exp_marker(tag: str, exp_id: int) -> str:
+    """The line a worker writes into an experiment's commit message (found by `find_exp_commit`)."""
+    return f"swarm-exp: {tag}/{exp_id} ("
 
 
 def create_bundle(repo: git.Repo, commit: str, exclude: Sequence[str] = ()) -> bytes:

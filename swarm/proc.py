@@ -2,7 +2,9 @@
 
 Output goes to a log file (or is captured when no log is given); on timeout the whole process
 group is killed so that children of the task (dataloader workers, compilers) die with it.
-Also the environment scrubber that keeps API keys and tokens away from agent-written code.
+Also `kill_strays`, which ends a run's task processes that outlived their worker, and the
+name-based scrubber that keeps credentials out of the journal (swarm.config; the task's own
+environment is an allow-list: swarm.sandbox).
 Not covered: Ray, git (GitPython), anything interactive.
 """
 
@@ -151,3 +153,31 @@ def _read_tail(path: Path, max_bytes: int = 64_000) -> str:
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+
+
+def kill_strays(run_mark: str, worker: str) -> None:
+    """Kill tasks a dead predecessor of this worker left running (Linux; best effort).
+
+    A task runs in its own process group; when its worker actor is killed the task survives as
+    an orphan still holding the GPU. The replacement finds it by the AUTORESEARCH_RUN and
+    AUTORESEARCH_WORKER variables the task was started with, and kills its process group. (A
+    sandboxed task dies with its worker anyway: bwrap, which carries the same variables, has
+    --die-with-parent, and killing bwrap ends its PID namespace, daemons included.)
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    marks = {f"AUTORESEARCH_RUN={run_mark}".encode(), f"AUTORESEARCH_WORKER={worker}".encode()}
+    me = os.getpid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if marks <= environ:
+            try:
+                os.killpg(os.getpgid(int(entry.name)), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

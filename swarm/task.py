@@ -103,12 +103,18 @@ def gpt_task(profile_name: str | None = None) -> TaskSpec:
 
 
 def read_toml(path: Path, what: str) -> dict:
-    """The TOML document at `path`; a missing or malformed file is a one-line ConfigError naming
-    `what` ("task file", "config file")."""
+    """The TOML document at `path`; a missing, unreadable (a directory, no permission, not text) or
+    malformed file is a one-line ConfigError naming `what` ("task file", "config file")."""
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory: give the TOML file itself") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file (TOML is UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 

@@ -4,7 +4,9 @@
 it as a thin Ray actor. A worker owns one checkout: a git worktree of the task repository (transport
 "worktree": same machine as the coordinator) or a standalone repository fed by git bundles
 (transport "bundle": nothing shared with the coordinator). It never writes the journal or the
-best branch; it returns a `WorkerResult` and the coordinator decides.
+best branch; it returns a `WorkerResult` and the coordinator decides. The task runs with an
+allow-listed environment, inside the sandbox its spec names (swarm.sandbox: resolved at setup, on
+the worker's own node).
 
 Prefetch (swarm.prefetch): while an experiment's task runs, the agent already prepares the
 worker's next proposal from the same best in a background thread; the next assignment uses it
@@ -32,7 +34,8 @@ from swarm.claims import call as call_claims, content_hash
 from swarm.errors import GitError
 from swarm.pacing import prefetch_enabled
 from swarm.prefetch import Attempt, Prefetcher, ask_agent, carry_over, prefetch_seed
-from swarm.proc import run_process, scrub_env, tail_text
+from swarm import sandbox
+from swarm.proc import kill_strays, run_process, tail_text
 from swarm.records import ExperimentRecord, InFlight, Kind, Proposal, Status, Usage
 from swarm.summary import metric_value, parse_summary, referee_rejection
 from swarm.task import TaskSpec
@@ -59,6 +62,7 @@ class WorkerSpec:
     run_id: str = ""  # unique per run (the coordinator's run dir): marks this run's task processes
     prefetch: bool = True  # prepare the next proposal while the task runs (agents that support it)
     claims: Any = None  # swarm.claims: a Claims object or its actor handle (None: no duplicate check)
+    sandbox: str = "auto"  # swarm.sandbox mode for the task: "auto" | "bwrap" | "off" (resolved at setup)
 
     @property
     def branch(self) -> str:
@@ -90,9 +94,11 @@ class Worker:
         self.agent = None
         self.last_failure: str | None = None
         self.prefetcher = Prefetcher()
+        self._prefetch_saw: str | None = None  # the last failure the pending prefetch's context held
         self.prefetch_on = False
         self.own_checkout = False  # set by setup: whether sync may remove ignored files too
         self._git_entry: tuple[Path, bytes] | None = None  # the checkout's .git file (a clone: .git/config) after sync
+        self.sandbox = "off"  # the resolved sandbox mode ("bwrap" | "off"), set by setup
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -102,6 +108,7 @@ class Worker:
         `same_node`: whether this process runs on the coordinator's node (decides transport "auto").
         """
         kill_strays(self.spec.run_mark, self.spec.name)
+        self.sandbox, sandbox_warning = sandbox.resolve(self.spec.sandbox)  # on this node; ConfigError for "bwrap"
         if self.spec.prepare_data:
             import prepare
 
@@ -125,6 +132,7 @@ class Worker:
         self.agent = make_agent(self.spec.agent, seed=self.spec.seed)
         self.prefetch_on = prefetch_enabled(self.spec.prefetch, self.spec.agent.kind,
                                             getattr(self.agent, "prefetch", None))
+        extra = {"sandbox_warning": sandbox_warning} if sandbox_warning else {}
         return {
             "worker": self.spec.name,
             "host": socket.gethostname(),
@@ -134,6 +142,8 @@ class Worker:
             "transport": self.transport,
             "checkout": str(self.checkout),
             "prefetch": self.prefetch_on,
+            "sandbox": self.sandbox,
+            **extra,
         }
 
     def kill_task(self) -> None:
@@ -218,6 +228,7 @@ class Worker:
 
         digest = content_hash(self._read_files())  # before the task runs (it could rewrite its own file)
         if prefetch_next and self.prefetch_on and not self.prefetcher.pending:
+            self._prefetch_saw = self.last_failure  # what the prefetch's context knows of this worker's failures
             self.prefetcher.start(self.agent, self._context(a, files, seed=prefetch_seed(a.seed), reapply=False))
         record, failure_log = self._measure(a, base, commit, description)
         record = record.replace(usage=usage, content_hash=digest, **extra)
@@ -311,7 +322,8 @@ class Worker:
         if pre is not None:
             if pre.failure is not None:
                 return pre
-            fitted = carry_over(pre, a.parent, files)
+            stale = self.last_failure is not None and self.last_failure != self._prefetch_saw
+            fitted = None if stale else carry_over(pre, a.parent, files)  # stale: it never saw the latest failure
             if fitted is not None:
                 return dataclasses.replace(pre, proposal=fitted)
             wasted = pre.usage
@@ -349,7 +361,7 @@ class Worker:
             target = self.checkout / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
-        message = f"{description}\n\nswarm-exp: {self.spec.tag}/{a.exp_id} ({a.kind.value}, {self.spec.name})"
+        message = f"{description}\n\n{gitops.exp_marker(self.spec.tag, a.exp_id)}{a.kind.value}, {self.spec.name})"
         try:
             commit = gitops.commit_all(self.repo, message)
             changed = gitops.changed_between(self.repo, a.parent, commit)
@@ -382,11 +394,12 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(
             f"# exp {a.exp_id} {a.kind.value} on {self.spec.name} commit {commit}: {description}\n"
-            f"# {' '.join(task.run_argv())}\n"
+            f"# {' '.join(task.run_argv())}\n# sandbox: {self.sandbox}\n"
         )
-        result = run_process(
-            task.run_argv(), cwd=self.checkout, env=self.task_env(a), timeout=task.hard_timeout, log_path=log_path
-        )
+        argv, env = task.run_argv(), self.task_env(a)
+        if self.sandbox == "bwrap":
+            argv, env = sandbox.wrap(argv, env, sandbox.task_policy(self.checkout, self._run_dirs(), env))
+        result = run_process(argv, cwd=self.checkout, env=env, timeout=task.hard_timeout, log_path=log_path)
         summary = parse_summary(result.output_tail)  # the last 60 lines of the log: the summary block is at the end
         metric = metric_value(summary, task.metric)
         status, error = Status.KEEP, ""
@@ -416,9 +429,15 @@ class Worker:
         failure_log = tail_text(result.output_tail, 40) if status != Status.KEEP else ""
         return record, failure_log
 
+    def _run_dirs(self) -> list[Path]:
+        """What the sandbox hides from the task: the run's directory (journal, logs, the other
+        workers' worktrees) and the directory holding this worker's logs and checkout."""
+        return [p for p in (Path(self.spec.run_id) if self.spec.run_id else None, self.log_dir.parent) if p]
+
     def task_env(self, a: Assignment) -> dict[str, str]:
-        """Scrubbed environment of this process + task env + swarm variables (GPU ids pass through)."""
-        env = scrub_env(os.environ)
+        """The allow-listed environment of this process (swarm.sandbox.task_env: GPU ids pass
+        through, credentials never) + task env + swarm variables."""
+        env: dict[str, str] = {}
         env.update(self.spec.task.env)
         env.update(self.spec.task.run_env())
         env.update(self.spec.env)
@@ -437,7 +456,7 @@ class Worker:
             env["AUTORESEARCH_PROFILE"] = self.spec.profile
         if self.spec.source:
             env["AUTORESEARCH_SOURCE"] = self.spec.source
-        return env
+        return sandbox.task_env(os.environ, env)
 
     def _result(self, record: ExperimentRecord, a: Assignment, failure_log: str = "") -> WorkerResult:
         bundle = None
@@ -463,32 +482,4 @@ def _last_line(text: str) -> str:
     return _one_line(lines[-1], 160) if lines else "(no output)"
 
 
-def kill_strays(run_mark: str, worker: str) -> None:
-    """Kill tasks a dead predecessor of this worker left running (Linux; best effort).
-
-    A task runs in its own process group; when its worker actor is killed the task survives as
-    an orphan still holding the GPU. The replacement finds it by the AUTORESEARCH_RUN and
-    AUTORESEARCH_WORKER variables the task was started with, and kills its process group.
-    """
-    import signal
-
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return
-    marks = {f"AUTORESEARCH_RUN={run_mark}".encode(), f"AUTORESEARCH_WORKER={worker}".encode()}
-    me = os.getpid()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            environ = set((entry / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if marks <= environ:
-            try:
-                os.killpg(os.getpgid(int(entry.name)), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-__all__ = ["Worker", "WorkerSpec", "WorkerResult", "kill_strays"]
+__all__ = ["Worker", "WorkerSpec", "WorkerResult"]

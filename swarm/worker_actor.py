@@ -1,7 +1,10 @@
-"""The Ray actor around `swarm.worker.Worker`: a thin wrapper, nothing else.
+"""The Ray edge of the worker pool: the actor around `swarm.worker.Worker` and `RayBackend`.
 
-Methods run one at a time in order, except `kill_task` (its own concurrency group), so a clean stop
-can end a running task. Importing this module is Ray-free: the class is built on first use.
+The actor is a thin wrapper: methods run one at a time in order, except `kill_task` (its own
+concurrency group), so a clean stop can end a running task. `RayBackend` is what
+`swarm.pool.WorkerPool` calls (create, setup, run, wait, get, kill, end the tasks on every node),
+mapping Ray's errors to `WorkerLost`. `recover_commit` fetches a dead worker's last commit from its
+node. Importing this module is Ray-free: Ray is imported on first use.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from swarm.decisions import Assignment
+from swarm.proc import kill_strays
 from swarm.worker import Worker, WorkerResult, WorkerSpec
 
 _ACTOR_CLASS = None
@@ -29,7 +33,8 @@ def actor_class():
 
             def setup(self) -> dict[str, Any]:
                 here = ray.get_runtime_context().get_node_id()
-                return self.worker.setup(same_node=here == self.worker.spec.coordinator_node)
+                info = self.worker.setup(same_node=here == self.worker.spec.coordinator_node)
+                return {**info, "node_id": here}
 
             def run(self, a: Assignment, bundle: bytes | None = None, prefetch_next: bool = True) -> WorkerResult:
                 return self.worker.run(a, bundle, prefetch_next)
@@ -45,5 +50,128 @@ def actor_class():
     return _ACTOR_CLASS
 
 
+class RayBackend:
+    """`swarm.pool.Backend` over Ray actors with the given resources (num_gpus / num_cpus)."""
 
-__all__ = ["actor_class"]
+    def __init__(self, resources: dict[str, Any], stop_timeout: float = 30.0):
+        self.resources = resources
+        self.stop_timeout = stop_timeout
+
+    def create(self, spec: WorkerSpec, name: str):
+        return actor_class().options(name=name, **self.resources).remote(spec)
+
+    def setup(self, actor):
+        return actor.setup.remote()
+
+    def run(self, actor, a: Assignment, bundle: bytes | None, more: bool):
+        return actor.run.remote(a, bundle, more)
+
+    def wait(self, refs: list, timeout: float) -> list:
+        import ray
+
+        ready, _ = ray.wait(refs, num_returns=1 if timeout else len(refs), timeout=timeout)
+        return ready
+
+    def get(self, ref):
+        import ray
+
+        from swarm.pool import WorkerLost
+
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            raise WorkerLost(f"worker actor died: {_last_line(exc)}", died=True) from None
+        except ray.exceptions.RayError as exc:
+            raise WorkerLost(f"worker error: {_last_line(exc)}", died=False) from None
+
+    def kill(self, actor) -> None:
+        import ray
+
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+
+    def kill_task(self, actor) -> None:
+        try:
+            actor.kill_task.remote()
+        except Exception:  # noqa: BLE001 - the actor may be gone already
+            pass
+
+    def end_tasks(self, run_mark: str, workers: list[str], nodes: list[str]) -> None:
+        """End this run's task processes on each node (and this one): a task outlives its actor."""
+        import ray
+
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for worker in workers:
+            kill_strays(run_mark, worker)
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        here = ray.get_runtime_context().get_node_id()
+        refs = [_end_tasks_remote().options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(run_mark, workers) for node in nodes if node in alive and node != here]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=self.stop_timeout)
+
+
+def recover_commit(info: dict, branch: str, parent: str, marker: str, timeout: float = 60.0) -> bytes | None:
+    """A bundle of a dead bundle-transport worker's last commit (its branch tip, when it is the
+    commit of the experiment `marker` names on `parent`), fetched on the worker's node; None when
+    the node or the commit is gone."""
+    import ray
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node, checkout = info.get("node_id"), info.get("checkout")
+    if not node or not checkout:
+        return None
+    ref = _recover_remote().options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+        checkout, branch, parent, marker)
+    ready, _ = ray.wait([ref], timeout=timeout)
+    if not ready:
+        ray.cancel(ref, force=True)
+        return None
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError:
+        return None
+
+
+_REMOTES: dict[str, Any] = {}
+
+
+def _end_tasks_remote():
+    if "end" not in _REMOTES:
+        import ray
+
+        @ray.remote(num_cpus=0, max_retries=0)
+        def end_tasks(run_mark: str, workers: list[str]) -> None:
+            for worker in workers:
+                kill_strays(run_mark, worker)
+
+        _REMOTES["end"] = end_tasks
+    return _REMOTES["end"]
+
+
+def _recover_remote():
+    if "recover" not in _REMOTES:
+        import ray
+
+        @ray.remote(num_cpus=0, max_retries=0)
+        def recover(checkout: str, branch: str, parent: str, marker: str) -> bytes | None:
+            from swarm import gitops
+
+            repo = gitops.open_repo(checkout)
+            commit = gitops.find_exp_commit(repo, branch, parent, marker)
+            return gitops.create_bundle(repo, commit, exclude=[parent]) if commit else None
+
+        _REMOTES["recover"] = recover
+    return _REMOTES["recover"]
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:200]
+
+
+__all__ = ["actor_class", "RayBackend", "recover_commit"]

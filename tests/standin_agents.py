@@ -145,3 +145,19 @@ class SlowAgent(HillClimber):
         time.sleep(self.delay)
         p = super().propose(ctx)
         return Proposal(p.description, files=p.files, usage=Usage(calls=1))
+
+
+class DiesOnStart(ScriptedAgent):
+    """A ScriptedAgent whose process dies while it is being built (the worker actor's setup)
+    as long as the number in `die_file` is above zero (it counts down): a replacement actor that
+    fails to start."""
+
+    def __init__(self, seed: int = 0, die_file: str = "", **kw):
+        import os
+        from pathlib import Path
+
+        left = int(Path(die_file).read_text() or 0) if die_file and Path(die_file).exists() else 0
+        if left > 0:
+            Path(die_file).write_text(str(left - 1))
+            os._exit(1)
+        super().__init__(seed, **kw)

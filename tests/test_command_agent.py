@@ -63,13 +63,15 @@ def setup(tmp_path):
     return ctx, tools
 
 
+# The fake CLI lives in tmp_path and writes next to itself, outside the worktree: these tests run it
+# unsandboxed (tests/test_sandbox.py runs a command agent in the sandbox).
 def cli(tools, mode: str) -> list[str]:
     return [sys.executable, str(tools / "cli.py"), mode]
 
 
 def test_cli_edits_train_py_prompt_as_argument(setup):
     ctx, tools = setup
-    p = CommandAgent(cli(tools, "arg"), timeout=30).propose(ctx)
+    p = CommandAgent(cli(tools, "arg"), sandbox="off", timeout=30).propose(ctx)
     assert p.error is None and p.files == {}
     assert p.description == "deeper model (10 layers)"
     assert "DEPTH = 10" in (ctx.worktree / PATH).read_text()
@@ -80,7 +82,7 @@ def test_cli_edits_train_py_prompt_as_argument(setup):
 
 def test_cli_prompt_on_stdin(setup):
     ctx, tools = setup
-    agent = CommandAgent(cli(tools, "stdin"), prompt_via="stdin", timeout=30)
+    agent = CommandAgent(cli(tools, "stdin"), sandbox="off", prompt_via="stdin", timeout=30)
     p = agent.propose(ctx)
     assert p.error is None and "Read program.md" in (tools / "prompt.txt").read_text()
     assert agent.command("PROMPT") == cli(tools, "stdin")
@@ -89,26 +91,26 @@ def test_cli_prompt_on_stdin(setup):
 def test_stdin_is_closed_when_prompt_is_an_argument(setup):
     ctx, tools = setup
     # mode "stdin" reads stdin although the prompt went as argument: it must see EOF, not hang
-    p = CommandAgent(cli(tools, "stdin"), prompt_via="arg", timeout=30).propose(ctx)
+    p = CommandAgent(cli(tools, "stdin"), sandbox="off", prompt_via="arg", timeout=30).propose(ctx)
     assert p.error is None and (tools / "prompt.txt").read_text() == ""
 
 
 def test_cli_that_edits_another_file_still_returns_a_proposal(setup):
     ctx, tools = setup
-    p = CommandAgent(cli(tools, "other"), timeout=30).propose(ctx)
+    p = CommandAgent(cli(tools, "other"), sandbox="off", timeout=30).propose(ctx)
     assert p.error is None and p.files == {}  # the worker sees README.md in the diff: invalid
     assert (ctx.worktree / "README.md").exists() and (ctx.worktree / PATH).read_text() == TRAIN
 
 
 def test_cli_that_hangs_times_out_with_error(setup):
     ctx, tools = setup
-    p = CommandAgent(cli(tools, "hang"), timeout=1.5).propose(ctx)
+    p = CommandAgent(cli(tools, "hang"), sandbox="off", timeout=1.5).propose(ctx)
     assert p.error and "timed out after 1.5 s" in p.error and p.files == {}
 
 
 def test_cli_that_fails_gives_error_with_its_last_line(setup):
     ctx, tools = setup
-    p = CommandAgent(cli(tools, "fail"), timeout=30).propose(ctx)
+    p = CommandAgent(cli(tools, "fail"), sandbox="off", timeout=30).propose(ctx)
     assert p.error and p.error.endswith("exited with status 3: error: quota exceeded")
     assert p.error.startswith("cmd:python")
 
@@ -122,7 +124,7 @@ def test_missing_cli_gives_error(setup):
 def test_environment_is_passed_through_for_the_cli_key(setup, monkeypatch):
     ctx, tools = setup
     monkeypatch.setenv("FAKE_CLI_KEY", "cli-key-value")
-    CommandAgent(cli(tools, "arg"), timeout=30).propose(ctx)
+    CommandAgent(cli(tools, "arg"), sandbox="off", timeout=30).propose(ctx)
     assert (tools / "env.txt").read_text() == "cli-key-value"
 
 

@@ -65,10 +65,14 @@ def test_worktree_create_sync_commit_and_repair(repo):
     gitops.sync(wt, "swarm/t/w0", base)
     assert not (path / "junk.txt").exists() and gitops.changed_paths(wt) == []
     # a killed worker leaves a stale lock; a deleted worktree dir is re-created
-    lock = gitops.common_dir(r) / "worktrees" / "w0" / "index.lock"
-    lock.write_text("")
+    # (a git command killed with its worker: index.lock, HEAD.lock and its branch's ref lock)
+    locks = [gitops.common_dir(r) / "worktrees" / "w0" / name for name in ("index.lock", "HEAD.lock")]
+    locks.append(gitops.common_dir(r) / "refs" / "heads" / "swarm" / "t" / "w0.lock")
+    for lock in locks:
+        lock.write_text("")
     gitops.ensure_worktree(r, path, "swarm/t/w0", base)
-    assert not lock.exists()
+    assert not any(lock.exists() for lock in locks)
+    gitops.sync(gitops.open_repo(path), "swarm/t/w0", c)  # the checkout works again
     import shutil
 
     shutil.rmtree(path)

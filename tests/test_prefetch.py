@@ -232,6 +232,19 @@ def test_conflicting_prefetch_is_asked_again_with_its_cost(repo):
     assert not w.prefetcher.pending  # prefetch_next=False: nothing asked for
 
 
+def test_a_crash_reaches_the_next_proposal_not_one_late(repo):
+    """The prefetch made while experiment 1 ran could not know that it would crash: the next
+    proposal is asked again, with the crash in its context (the dropped prefetch's cost counts)."""
+    base = git(repo, "rev-parse", "HEAD")
+    w = make_worker(repo, [{"CRASH": 1}, {"X": 1.0}, {"Y": -1.0}])
+    first = w.run(assign(1, base)).record
+    assert first.status == Status.CRASH and w.agent.contexts[1].last_failure is None  # the prefetch
+    second = w.run(assign(2, base), prefetch_next=False).record
+    assert not second.prefetched and second.description == "Y=-1.0"
+    assert "crash requested" in w.agent.contexts[2].last_failure
+    assert second.usage.calls == 2  # the stale prefetch was paid for too
+
+
 def test_agent_outage_is_no_experiment(repo):
     base = git(repo, "rev-parse", "HEAD")
     w = make_worker(repo, [{"__outage__": "503"}, {"X": 1.0}], prefetch=False)

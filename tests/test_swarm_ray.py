@@ -22,6 +22,7 @@ from swarm import gitops  # noqa: E402
 from swarm.agents import parse_agent_spec  # noqa: E402
 from swarm.config import SwarmConfig  # noqa: E402
 from swarm.coordinator import Coordinator  # noqa: E402
+from swarm.commands.status import status_text  # noqa: E402
 from swarm.journal import read_events  # noqa: E402
 from swarm.records import Kind, Status  # noqa: E402
 from swarm.state import replay  # noqa: E402
@@ -59,7 +60,9 @@ def test_whole_loop_four_workers(cluster, tmp_path):
     dump = tmp_path / "env"
     task = standin_task(env={"STANDIN_ENV_DUMP": str(dump), "STANDIN_FORBIDDEN": SECRET})
     lines: list[str] = []
-    summary = Coordinator(config(repo, "loop", [HILL], task=task, max_experiments=20), out=lines.append).run()
+    # sandbox off: the stand-in dumps its env outside the worktree (tests/test_sandbox.py runs sandboxed)
+    cfg = config(repo, "loop", [HILL], task=task, max_experiments=20, sandbox="off")
+    summary = Coordinator(cfg, out=lines.append).run()
     assert summary.reason == "max_experiments" and summary.experiments == 20
     check_invariants(repo, "loop")
     s = records(repo, "loop")
@@ -195,35 +198,48 @@ def test_killed_worker_actor_is_replaced(cluster, tmp_path):
     s = records(repo, "kill")
     dead = s.records[victim["exp_id"]]
     assert dead.status == Status.CRASH and "actor died" in dead.error
+    # its tried diff is not lost: the commit it made before dying is recovered from its branch
+    assert dead.commit and git(repo, "rev-parse", f"refs/swarm/kill/exp/{dead.exp_id}") == dead.commit
+    assert "+Y = -0.5" in git(repo, "diff", dead.parent, dead.commit)
     assert coord.slots[1].generation == 2
     later = [r for r in s.records.values() if r.worker == "w1" and r.exp_id > dead.exp_id]
     assert later and later[0].metric is not None  # the replacement measured in the repaired worktree
-    assert coord.slots[1].info["pid"] != 0 and not coord.setups and not coord.slots[1].retired
+    assert coord.slots[1].info["pid"] != 0 and not coord.pool.setups and not coord.slots[1].retired
     assert len(s.records) == 8
     # the orphaned task of the dead actor was killed by its replacement, not left to finish
     log = repo / ".swarm" / "kill" / "logs" / f"{dead.exp_id}.log"
     assert "val_bpb" not in log.read_text()
 
 
-def test_replacement_actor_that_never_starts_retires_its_slot(cluster, tmp_path):
+def test_replacement_actor_that_dies_while_starting_is_retried_with_backoff(cluster, tmp_path):
     repo = make_standin_repo(tmp_path / "task", sleep=0.2)
-    agents = [(SCRIPTED, {"steps": [{"X": 1.0}, {"X": 2.0}, {"X": 3.0}]}),
-              (SCRIPTED, {"steps": [{"Y": -0.5, "SLEEP": 6.0}, {"Y": -1.0}]})]
-    coord, thread, box = _run_in_thread(config(repo, "noreplace", agents, workers=2, max_experiments=7))
-    coord.setup_timeout = 0.0  # the replacement's setup can never report in time
-    victim = _wait_for(lambda: _started(repo, "noreplace", "w1"))
+    die_file = tmp_path / "die"
+    agents = [(SCRIPTED, {"steps": [{"X": 1.0, "SLEEP": 1.0}, {"X": 2.0, "SLEEP": 1.0}, {"X": 3.0, "SLEEP": 1.0}]}),
+              ("py:tests.standin_agents:DiesOnStart", {"steps": [{"Y": -0.5, "SLEEP": 6.0}, {"Y": -1.0}],
+                                                       "die_file": str(die_file)})]
+    coord, thread, box = _run_in_thread(config(repo, "respawn", agents, workers=2, max_experiments=200))
+    coord.pool.replace_backoff = 0.2
+    victim = _wait_for(lambda: _started(repo, "respawn", "w1"))
     time.sleep(0.5)
+    die_file.write_text("2")  # the next two actors of w1 die while they are being set up
     ray.kill(coord.slots[1].actor)
+
+    def w1_works_again():
+        events = read_events(repo / ".swarm" / "respawn" / "journal.jsonl")
+        return any(e["event"] == "experiment_finished" and e["record"]["worker"] == "w1"
+                   and e["record"]["exp_id"] > victim["exp_id"] for e in events)
+
+    _wait_for(w1_works_again, timeout=120)
+    coord.stop.set()
     thread.join(120)
     assert not thread.is_alive() and "error" not in box, box.get("error")
-    assert box["summary"].reason == "max_experiments"
-    check_invariants(repo, "noreplace")
-    s = records(repo, "noreplace")
+    check_invariants(repo, "respawn")
+    s = records(repo, "respawn")
     assert s.records[victim["exp_id"]].status == Status.CRASH
-    assert coord.slots[1].retired and coord.slots[1].generation == 2 and not coord.setups
-    assert any("w1 retired" in n and "did not start" in n for n in s.notes)
-    assert not [r for r in s.records.values() if r.worker == "w1" and r.exp_id > victim["exp_id"]]
-    assert len(s.records) == 7  # w0 did the rest
+    retries = [n for n in s.notes if n.startswith("w1: its replacement actor failed to start") and "trying again" in n]
+    assert [r.split("(attempt ")[-1] for r in retries] == ["2 of 3)", "3 of 3)"]
+    assert "w1: replacement actor started (attempt 3 of 3)" in s.notes
+    assert coord.slots[1].generation == 4 and not coord.slots[1].retired
 
 
 def test_permanent_agent_error_retires_workers_and_ends_the_run(cluster, tmp_path):
@@ -275,7 +291,8 @@ def test_stop_records_running_as_interrupted_then_resume(cluster, tmp_path):
                           out=lambda _: None).run()
     assert summary.reason == "max_experiments"
     check_invariants(repo, "stop")
-    assert len(records(repo, "stop").records) == 6
+    after = records(repo, "stop")  # the 2 interrupted ones do not count towards --max-experiments 6
+    assert len(after.records) == 8 and after.counted_experiments() == 6 and after.counts()["interrupted"] == 2
 
 
 def _task_toml(path: Path) -> Path:
@@ -296,19 +313,28 @@ def test_resume_after_coordinator_sigkill(cluster, tmp_path):
             s = records(repo, "crashy") if (repo / ".swarm" / "crashy" / "journal.jsonl").exists() else None
             return s and len(s.records) >= 4 and s.running()
         _wait_for(progressed, timeout=90)
+        # a second coordinator on the live run is refused with one line naming the live one
+        second = subprocess.run([*argv[:8], "--resume", "--address", cluster], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"already running: coordinator pid {proc.pid} on " in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert f"running (coordinator pid {proc.pid}" in status_text(str(repo), "crashy")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = records(repo, "crashy")
     unfinished = [a.exp_id for a in before.running()]
     assert unfinished and not before.stopped
+    assert "coordinator died (last seen " in status_text(str(repo), "crashy")
     from swarm.cli import main
 
     assert main(["run", "--repo", str(repo), "--tag", "crashy", "--resume", "--quiet"]) == 0
     check_invariants(repo, "crashy")
     after = records(repo, "crashy")
     assert all(after.records[i].status == Status.INTERRUPTED for i in unfinished)
-    assert len(after.records) == 12 and after.sessions == 2
+    assert len(after.records) == 12 + len(unfinished) and after.sessions == 2  # interrupted ones do not count
+    assert any(n.startswith(f"took over from a coordinator that died (pid {proc.pid} on ") for n in after.notes)
     assert after.best.metric <= before.best.metric  # same best, only improved
     for i, r in before.records.items():
         assert after.records[i] == r  # nothing recorded twice or rewritten
@@ -343,6 +369,24 @@ def test_bundle_transport_swarm(cluster, tmp_path):
     assert (clone / ".git").is_dir() and not (repo / ".swarm" / "bund" / "worktrees" / "w0").exists()
     assert "worktree" not in git(repo, "worktree", "list").split("\n", 1)[-1]
     gitops.fsck(gitops.open_repo(repo))
+
+
+def test_a_dead_bundle_workers_commit_is_recovered_from_its_node(cluster, tmp_path):
+    repo = make_standin_repo(tmp_path / "task", sleep=0.2)
+    agents = [(SCRIPTED, {"steps": [{"X": 1.0, "SLEEP": 1.0}, {"X": 2.0, "SLEEP": 1.0}]}),
+              (SCRIPTED, {"steps": [{"Y": -0.5, "SLEEP": 6.0}, {"Y": -1.0}]})]
+    coord, thread, box = _run_in_thread(config(repo, "bkill", agents, workers=2, max_experiments=6,
+                                               transport="bundle"))
+    victim = _wait_for(lambda: _started(repo, "bkill", "w1"))
+    time.sleep(0.8)  # committed in its own clone, the task is running
+    ray.kill(coord.slots[1].actor)
+    thread.join(120)
+    assert "error" not in box, box.get("error")
+    check_invariants(repo, "bkill")
+    dead = records(repo, "bkill").records[victim["exp_id"]]
+    assert dead.status == Status.CRASH and dead.commit
+    assert git(repo, "rev-parse", f"refs/swarm/bkill/exp/{dead.exp_id}") == dead.commit
+    assert "+Y = -0.5" in git(repo, "diff", dead.parent, dead.commit)
 
 
 def test_cli_errors_are_one_line(cluster, tmp_path, capsys):
@@ -436,7 +480,7 @@ def test_unreachable_address_is_one_line(tmp_path, capsys):
     code = main(["run", "--repo", str(repo), "--task", str(task_file), "--agents", HILL, "--address", "127.0.0.1:1"]) \
         if not ray.is_initialized() else None
     if code is None:  # the module's cluster is up in this process: check the guard directly
-        from swarm.coordinator import _check_reachable
+        from swarm.raycluster import check_reachable as _check_reachable
         from swarm.errors import ConfigError
 
         with pytest.raises(ConfigError, match="unreachable"):
@@ -538,3 +582,26 @@ def test_a_raced_win_over_its_parent_is_combined_with_the_newer_best(cluster, tm
     assert len(combo) == 1 and combo[0].status == Status.KEEP and s.best.commit == combo[0].commit
     text = git(repo, "show", "swarm/raced/best:train.py")
     assert "X = 3.0" in text and "Y = -1.0" in text
+
+
+def test_task_processes_are_ended_on_the_node_that_ran_them(cluster):
+    """At the stop, each node that ran a worker gets a Ray task that ends this run's task
+    processes there (a task outlives an actor killed under it); here the node is the local one."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from swarm.worker_actor import _end_tasks_remote
+
+    env = {**os.environ, "AUTORESEARCH_RUN": "/tmp/run-ended", "AUTORESEARCH_WORKER": "w9"}
+    task = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    other = subprocess.Popen(["sleep", "300"], env={**env, "AUTORESEARCH_RUN": "/tmp/another-run"},
+                             start_new_session=True)
+    try:
+        node = ray.get_runtime_context().get_node_id()
+        ray.get(_end_tasks_remote().options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote("/tmp/run-ended", ["w9"]), timeout=60)
+        assert task.wait(timeout=10) == -signal.SIGKILL
+        assert other.poll() is None  # another run's task is left alone
+    finally:
+        for p in (task, other):
+            p.kill()
+            p.wait()

@@ -23,7 +23,7 @@ def repo(tmp_path):
     return make_standin_repo(tmp_path / "task", sleep=0.05)
 
 
-def make_worker(repo: Path, steps, *, task=None, transport="worktree", name="w0") -> Worker:
+def make_worker(repo: Path, steps, *, task=None, transport="worktree", name="w0", sandbox="auto") -> Worker:
     base = git(repo, "rev-parse", "HEAD")
     checkout = repo / ".swarm" / "t" / "worktrees" / name
     if transport == "worktree":
@@ -31,7 +31,7 @@ def make_worker(repo: Path, steps, *, task=None, transport="worktree", name="w0"
     spec = WorkerSpec(
         name=name, tag="t", task=task or standin_task(timeout=10), agent=parse_agent_spec(AGENT, {"steps": steps}),
         checkout=str(checkout), log_dir=str(repo / ".swarm" / "t" / "logs"), transport=transport,
-        clone_dir=str(repo.parent / "clone" / name),
+        clone_dir=str(repo.parent / "clone" / name), sandbox=sandbox,
     )
     w = Worker(spec)
     w.setup()
@@ -137,7 +137,7 @@ def test_task_env_is_scrubbed_and_marked(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     dump = tmp_path / "env"
     task = standin_task(env={"STANDIN_ENV_DUMP": str(dump), "STANDIN_FORBIDDEN": "SWARM_TEST_API_KEY"})
-    w = make_worker(repo, [], task=task)
+    w = make_worker(repo, [], task=task, sandbox="off")  # the dump goes outside the worktree: no sandbox
     rec = w.run(assign(repo, 5, Kind.BASELINE)).record
     assert rec.status == Status.KEEP, rec.error
     env = json.loads((dump / "5.json").read_text())
@@ -166,7 +166,7 @@ def test_kill_strays_ends_only_this_runs_tasks(tmp_path):
     import subprocess
     import sys
 
-    from swarm.worker import kill_strays
+    from swarm.proc import kill_strays
 
     def start(run, worker):
         env = {**os.environ, "AUTORESEARCH_RUN": run, "AUTORESEARCH_WORKER": worker}

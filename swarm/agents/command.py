@@ -9,6 +9,13 @@ present) or on stdin (`prompt_via="stdin"`); otherwise stdin is closed. The CLI 
 The CLI needs its own API key, so it gets this process's environment unchanged (plus `env`
 extras): unlike the trainer's, it is not scrubbed. Run only CLIs you trust with those keys.
 
+Option `sandbox` ("auto", the default | "bwrap" | "off"): where bubblewrap works (swarm.sandbox,
+`command_policy`), the CLI runs with the whole file system read-only except the worktree, the
+existing paths of option `writable` (e.g. `["~/.claude", "~/.claude.json"]` for a CLI that keeps
+its state in your home) and a private /tmp (TMPDIR); it keeps its environment and the network,
+and sees only its own processes. "bwrap" refuses to build the agent when bwrap does not work;
+"auto" then runs it unsandboxed; "off" always does.
+
 Returns `Proposal(description, files={})`: the description is the `Description:` line of the
 CLI's output, else its first line (labelled `re-apply #N: ...` when the context asked to
 re-apply a lost win); the worker reads the change from git and rejects changes
@@ -20,12 +27,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from typing import Any, Mapping, Sequence
 
 from swarm.agents.base import AgentContext
 from swarm.agents.prompt import DEFAULT_BUDGET, build_command_prompt, reapply_description
 from swarm.errors import ConfigError
 from swarm.proc import run_process
+from swarm.sandbox import command_policy, resolve, wrap
 from swarm.records import Proposal, Usage
 
 _DESCRIPTION = re.compile(r"^[\W_]*description[\W_]*:\s*[*_`]*\s*(.+?)\s*[*_`]*\s*$", re.IGNORECASE)
@@ -53,13 +62,15 @@ class CommandAgent:
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         tail_lines: int = 200,
+        sandbox: str = "auto",
+        writable: Sequence[str] = (),
         **unknown: Any,
     ) -> None:
         argv = [str(a) for a in argv]
         if unknown:
             raise ConfigError(
                 f"command agent {argv[:1]}: unknown option(s) {sorted(unknown)}; known: prompt_via, timeout, "
-                "context_tokens, env, name, tail_lines"
+                "context_tokens, env, name, tail_lines, sandbox, writable"
             )
         if not argv:
             raise ConfigError("command agent: empty command")
@@ -72,6 +83,10 @@ class CommandAgent:
         self.env = dict(env or {})
         self.name = name or f"cmd:{os.path.basename(argv[0])}"
         self.tail_lines = int(tail_lines)
+        if isinstance(writable, str):
+            raise ConfigError(f"command agent {argv[0]}: writable must be a list of paths, not {writable!r}")
+        self.writable = [str(p) for p in writable]
+        self.sandbox, _ = resolve(sandbox, kind="command")  # "bwrap" | "off"
 
     def command(self, prompt: str) -> list[str]:
         """The argument list for one run, with the prompt placed as `prompt_via` says."""
@@ -84,8 +99,11 @@ class CommandAgent:
     def propose(self, ctx: AgentContext) -> Proposal:
         prompt = build_command_prompt(ctx, self.context_tokens)
         env = {**os.environ, **self.env}  # the CLI needs its own key: passed through, not scrubbed
+        argv = self.command(prompt)
+        if self.sandbox == "bwrap" and shutil.which(argv[0], path=env.get("PATH")):  # (a missing CLI: status 127)
+            argv, env = wrap(argv, env, command_policy(ctx.worktree, self.writable), private_home=False)
         result = run_process(
-            self.command(prompt),
+            argv,
             cwd=ctx.worktree,
             env=env,
             timeout=self.timeout,

@@ -1,7 +1,9 @@
 """`autoresearch run`: start (or resume) a swarm run and print one line per finished experiment.
 
-Builds the frozen `SwarmConfig` from the flags (and, on --resume, from the run's journal), runs
-the `Coordinator` until --max-experiments, --hours or Ctrl-C, and prints a final summary.
+Builds the frozen `SwarmConfig` from the flags (and, on --resume, from the run's journal), checks
+it against the repository before anything expensive (swarm.preflight), runs the `Coordinator`
+until --max-experiments, --hours or Ctrl-C, and prints a final summary. Ctrl-C (or SIGTERM) stops
+the run cleanly; pressing it again while that stop is under way changes nothing (no traceback).
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
+
+
+FORCE_AFTER_S = 2.0  # a coordinator still running this long after Ctrl-C is blocked: a second one breaks in
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", metavar="FILE", help="task TOML file ([task] table); default: the GPT trainer")
     p.add_argument("--profile", choices=["gpu", "cpu"], help="GPT task profile (default: gpu with CUDA, else cpu)")
     p.add_argument("--source", help="GPT task data source: climbmix, stdlib or local:PATH (default per profile)")
-    p.add_argument("--max-experiments", type=int, metavar="N", help="stop after this many experiments in total (baselines count)")
+    p.add_argument("--max-experiments", type=int, metavar="N", help="stop after this many experiments in total, "
+                   "across resumes (baselines, confirmations and failures count; experiments a stop interrupted do not)")
     p.add_argument("--hours", type=float, metavar="H", help="stop starting experiments after this many hours")
     p.add_argument("--min-delta", type=float, metavar="D", help="an extra floor: a promotion must also beat the best's "
                    "mean by more than D (default 0)")
@@ -52,6 +59,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="seed for the agents (default 0)")
     p.add_argument("--transport", choices=["auto", "worktree", "bundle"], help="how code reaches workers: git "
                    "worktrees on the coordinator's node, git bundles elsewhere (auto), or bundles always")
+    p.add_argument("--sandbox", choices=["auto", "bwrap", "off"],
+                   help="where agent-written code runs. bwrap: every task under bubblewrap, in its own PID and "
+                   "network namespaces (no network, no view or signal of other processes), with an allow-listed "
+                   "environment (no API keys), the file system read-only except its worktree and a private /tmp, "
+                   "and the run's directory and your home directory hidden; without a working bwrap the run (or "
+                   "a worker on such a node) does not start. auto (default): bwrap where it works, else off with "
+                   "a warning. off: tasks run as you, with the allow-listed environment only. (cmd: agents have "
+                   "their own option, sandbox: they keep their environment and network but, where bwrap works, "
+                   "write only to their worktree and a private /tmp)")
     p.add_argument("--quiet", action="store_true", help="no per-experiment lines, only the final summary")
     p.add_argument("--max-cost", type=float, metavar="USD", help="stop handing out proposals once the agents' summed "
                    "cost (every experiment's model calls plus failed attempts) reaches this; running experiments finish")
@@ -70,11 +86,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """The frozen SwarmConfig for these flags (on --resume, unspecified settings come from the journal)."""
+    """The frozen SwarmConfig for these flags.
+
+    Precedence: flags, then the config file (--config), then on --resume the run's settings from
+    its journal: the latest resume's on top of the first start's (swarm.state.run_settings), so a
+    limit raised in one resume stays raised in the next. --hours, --address and --quiet are the
+    invocation's own; agent options that are secrets never reach the journal and come from the
+    config file again.
+    """
     from swarm import config as C
     from swarm.errors import ConfigError
     from swarm.journal import read_events
     from swarm.project import find_repo_root
+    from swarm.state import run_settings
     from swarm.task import gpt_task, load_task
 
     run_file = None
@@ -88,12 +112,12 @@ def build_config(args: argparse.Namespace):
     stored: dict = {}
     if args.resume:
         tag, path = C.existing_journal(repo, args.tag)
-        started = [e for e in read_events(path) if e["event"] == "run_started"]
-        if not started:
+        events = read_events(path)
+        if not any(e["event"] == "run_started" for e in events):
             raise ConfigError(f"run {tag!r} in {repo} never started (its journal has no run_started event)")
-        stored = started[0]["config"]
+        stored = run_settings(events)  # the first start's settings with each resume's on top
     else:
-        tag = args.tag or C.default_tag(repo)
+        tag = args.tag if args.tag is not None else C.default_tag(repo)  # "" is refused, never the default
 
     def pick(name: str, default=None):
         value = getattr(args, name, None)
@@ -142,6 +166,7 @@ def build_config(args: argparse.Namespace):
         compare=bool(pick("compare", False)),
         max_cost=pick("max_cost"),
         prefetch=bool(pick("prefetch", True)),
+        sandbox=pick("sandbox", "auto"),
         agent_backoff=float(stored.get("agent_backoff", 5.0)),
         agent_backoff_max=float(stored.get("agent_backoff_max", 300.0)),
     )
@@ -158,20 +183,43 @@ def _parse_agents(value, run_file) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     from swarm.coordinator import Coordinator
+    from swarm.preflight import preflight
 
     import threading
 
     config = build_config(args)
+    preflight(config)  # bad input is one line now, not after Ray and data preparation have started
+    from swarm.sandbox import resolve
+
+    _, warning = resolve(config.sandbox)  # --sandbox bwrap without a working bwrap here: one line, now
+    if warning:
+        print(f"autoresearch: warning: {warning}", file=sys.stderr, flush=True)
     stop = threading.Event()
+    phase = {"coordinator": None, "done": False, "forced": False, "first": 0.0}
 
     def _stop(_signum, _frame):
         # First Ctrl-C / SIGTERM: stop between two results (never inside a journal write or a ref
-        # update); running experiments are recorded as interrupted. Second: stop right now.
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("autoresearch: stopping; running experiments are recorded as interrupted (Ctrl-C again to force)",
-              file=sys.stderr, flush=True)
+        # update); running experiments are recorded as interrupted. A later one never tears that
+        # stop (or Ray's shutdown after it) apart, which would print tracebacks and could leave
+        # the journal without its stop: once the coordinator is stopping, or the run is over, it
+        # is ignored (the process ends in a moment). Only a coordinator that has not acted on the
+        # first one within FORCE_AFTER_S (blocked: Ray starting, workers setting up) is broken out
+        # of, once; a quick double press is one stop.
+        if phase["done"]:
+            return
+        if not stop.is_set():
+            stop.set()
+            phase["first"] = time.monotonic()
+            print("autoresearch: stopping; running experiments are recorded as interrupted", file=sys.stderr,
+                  flush=True)
+            return
+        coordinator = phase["coordinator"]
+        if phase["forced"] or (coordinator is not None and coordinator.stopping):
+            return
+        if time.monotonic() - phase["first"] < FORCE_AFTER_S:
+            return
+        phase["forced"] = True
+        raise KeyboardInterrupt
 
     def _install_handlers() -> None:
         signal.signal(signal.SIGINT, _stop)
@@ -187,8 +235,15 @@ def run(args: argparse.Namespace) -> int:
         import prepare
 
         prepare.ensure_prepared(source=config.source, profile=config.profile, progress=True)
+    if stop.is_set():  # Ctrl-C while the data was prepared: nothing started yet
+        print(f"autoresearch: run {config.tag!r} not started (interrupted)", file=sys.stderr)
+        return 130
     coordinator = Coordinator(config, out=lambda line: print(line, flush=True), stop=stop, on_connected=_install_handlers)
-    summary = coordinator.run()
+    phase["coordinator"] = coordinator
+    try:
+        summary = coordinator.run()
+    finally:
+        phase["done"] = True  # what is left (the summary, Ray's shutdown at exit) is not interrupted
     print(format_summary(summary, config.task.metric))
     if summary.reason == "no_workers":
         return 1  # every worker retired: the run could not go on (the summary says why)

@@ -42,7 +42,7 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
     s = replay(read_events(path))
     now = now or time.time()
     metric = s.config.get("task", {}).get("metric", "val_bpb")
-    state = f"stopped ({s.stop_reason})" if s.stopped else "running (or its coordinator died: --resume continues it)"
+    state = f"stopped ({s.stop_reason})" if s.stopped else _liveness(path.parent, s.last_event_t, now)
     lines = [f"run {tag}: {state}; started {time.strftime('%Y-%m-%d %H:%M', time.localtime(s.started_at))}"]
     if s.best is not None:
         src = f"#{s.best.exp_id}" if s.best.exp_id is not None else "baseline"
@@ -80,6 +80,18 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
         m = f"{r.metric:.6f}" if r.metric is not None else "-"
         lines.append(f"  #{r.exp_id:<4} {r.worker:<4} {r.status.value:<11} {m:>9}  {r.description[:70]}")
     return "\n".join(lines)
+
+
+def _liveness(run_dir, last_event_t: float, now: float) -> str:
+    """"running" only while the coordinator's heartbeat is fresh (swarm.runlock)."""
+    from swarm.runlock import liveness
+
+    alive, holder = liveness(run_dir, now)
+    if alive == "running":
+        return f"running (coordinator {holder.describe(now)})"
+    seen = holder.heartbeat if holder is not None else last_event_t
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen))
+    return f"coordinator died (last seen {when}): --resume continues it"
 
 
 def _lane_lines(s, tag: str) -> list[str]:

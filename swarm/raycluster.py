@@ -1,0 +1,47 @@
+"""Connecting the coordinator to Ray: a local cluster of its own, or one started with `ray start`
+/ `ray up` (`--address`).
+
+An unreachable `host:port` fails at once with one line (Ray itself retries for minutes). Not
+covered: starting cluster nodes (the cluster launcher), the worker actors (swarm.worker_actor).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from swarm.errors import ConfigError
+
+
+def connect(address: str | None) -> None:
+    """`ray.init` for the coordinator (nothing when this process is connected already)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local cluster"
+        raise ConfigError(f"cannot reach Ray at {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast with one line when a `host:port` Ray address does not answer. `auto` and
+    addresses without a port are left to Ray."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"Ray address {address} is unreachable ({exc.strerror or exc})") from None
+
+
+__all__ = ["connect", "check_reachable"]
