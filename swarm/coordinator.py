@@ -208,7 +208,7 @@ class Coordinator:
         node = ray.get_runtime_context().get_node_id()
         self.claims = start_claims(self.state, node)
         self.pool.backend = RayBackend({"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus})
-        self.pool.start(make_slots(self.config, plan, node, self.claims))
+        self.pool.start(make_slots(self.config, plan, node, self.claims), stopped=self.stop.is_set)
         self._pool_events()
         warnings = sorted({slot.info["sandbox_warning"] for slot in self.slots if slot.info.get("sandbox_warning")})
         for text in warnings:  # --sandbox auto fell back to off on some node
@@ -286,7 +286,9 @@ class Coordinator:
             reason = self._limit(reason, deadline)
             self._fill_idle(stopping=reason != "done" or self.fatal is not None)
             self._pool_events()
-            if not self.pool.inflight and not (reason == "done" and self.fatal is None and self.pool.waiting()):
+            limit = self.config.max_experiments
+            more = limit is None or self.state.counted_experiments() < limit  # else no waiting worker gets work
+            if not self.pool.inflight and not (reason == "done" and self.fatal is None and more and self.pool.waiting()):
                 break
             outcomes = self.pool.poll(0.5)  # idle workers may be waiting out an outage or a replacement
             self._pool_events()

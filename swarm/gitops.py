@@ -35,6 +35,18 @@ def open_repo(path: str | os.PathLike) -> git.Repo:
         raise ConfigError(f"{path} is not a git repository (pass --repo PATH to the task's checkout)") from None
     if repo.bare:
         raise ConfigError(f"{path} is a bare repository; the swarm needs a checkout")
+    return _no_hooks(repo)
+
+
+# Every git command the swarm runs ignores hooks and fsmonitor: agent-written code could have
+# planted one in a checkout (the sandbox binds .git read-only; this holds with --sandbox off too),
+# and a user's pre-commit hook must not refuse an experiment's commit.
+_NO_HOOKS = {"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull,
+             "GIT_CONFIG_KEY_1": "core.fsmonitor", "GIT_CONFIG_VALUE_1": "false"}
+
+
+def _no_hooks(repo: git.Repo) -> git.Repo:
+    repo.git.update_environment(**_NO_HOOKS)
     return repo
 
 
@@ -164,11 +176,11 @@ def ensure_clone_dir(path: Path) -> git.Repo:
         try:
             repo = git.Repo(path)
             _drop_stale_locks(repo)
-            return repo
+            return _no_hooks(repo)
         except git.InvalidGitRepositoryError:
             shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
-    return git.Repo.init(path)
+    return _no_hooks(git.Repo.init(path))
 
 
 def sync(wt: git.Repo, branch: str, commit: str, ignored: bool = False) -> None:

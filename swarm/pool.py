@@ -131,13 +131,16 @@ class WorkerPool:
 
     # ---- start ----------------------------------------------------------------------------
 
-    def start(self, slots: list[Slot]) -> None:
+    def start(self, slots: list[Slot], stopped: Callable[[], bool] = lambda: False) -> None:
         """Create every slot's first actor and wait for their setups, up to `setup_timeout`; a slot
-        whose first actor fails or does not start in time is retired."""
+        whose first actor fails or does not start in time is retired. Returns early once
+        `stopped()` (the run is being stopped: the actors are killed at the shutdown)."""
         self.slots = list(slots)
         pending = {ref: slot for slot in self.slots if (ref := self._spawn(slot)) is not None}
         deadline = time.monotonic() + self.setup_timeout
         while pending and time.monotonic() < deadline:
+            if stopped():
+                return
             for ref in self.backend.wait(list(pending), min(1.0, max(0.0, deadline - time.monotonic()))):
                 slot = pending.pop(ref)
                 try:

@@ -97,13 +97,7 @@ class RunLock:
     def acquire(self) -> Holder | None:
         """Take the run; returns the dead coordinator it takes over from (None: the last one ended
         cleanly, or there was none). Raises `RunLocked` (one line) when a live coordinator holds it."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunLocked(self._refusal(read_holder(self.run_dir), alive=True)) from None
+        fd = self._lock_file()
         previous = read_holder(self.run_dir)
         me = socket.gethostname()
         if (previous is not None and previous.host != me and previous.fresh(stale_after=self.stale_after)):
@@ -112,10 +106,36 @@ class RunLock:
         self._fd = fd
         now = time.time()
         self.holder = Holder(me, os.getpid(), now, now)
-        self._write()
+        try:
+            self._write()
+        except BaseException:
+            self.release()
+            raise
         self._thread = threading.Thread(target=self._beat, name="swarm-heartbeat", daemon=True)
         self._thread.start()
         return previous
+
+    def _lock_file(self) -> int:
+        """The lock file's descriptor, flock-ed. A release that found no journal removes the file:
+        a lock taken on a file removed meanwhile is no lock, so it is taken again on the new one."""
+        path = self.run_dir / LOCK_FILE
+        while True:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the run dir was removed a moment ago (a refused start's release)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunLocked(self._refusal(read_holder(self.run_dir), alive=True)) from None
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     def release(self) -> None:
         """A clean end: the heartbeat file goes (status then reads the journal's run_stopped)."""

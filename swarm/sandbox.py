@@ -8,7 +8,8 @@ Mode `bwrap` (`task_policy` + `wrap`) runs the task under bubblewrap:
 - its own PID namespace: it sees and can signal only its own processes (no worker, no other task,
   no /proc/<pid>/environ of anything outside); it dies with bwrap, bwrap dies with the worker;
 - no network: an empty network namespace (its own loopback; no host port, no Ray);
-- the file system read-only, with the worktree as the only writable directory, plus a private,
+- the file system read-only, with the worktree as the only writable directory (its `.git` entry
+  excepted: the worker runs git there outside the sandbox, so no hook can be planted), plus a private,
   empty /tmp (HOME and TMPDIR point into it) and /dev/shm, both gone when it ends;
 - covered by empty read-only directories: the run's own directory (journal, logs, the other
   workers' worktrees), Ray's temp dir, /run and /var/tmp (daemons' sockets) and the home directory
@@ -85,6 +86,9 @@ class SandboxPolicy:
     keep: tuple[str, ...] = ()  # bound back read-only where a masked directory or /tmp covers them
     devices: tuple[str, ...] = ()  # device nodes bound into the fresh /dev
     network: bool = False  # True: the host's network (command agents); False: none
+    # bound read-only over the writable ones: the checkout's .git entry (the worker runs git on the
+    # checkout outside the sandbox: a planted hook or a swapped gitdir would run there)
+    readonly: tuple[str, ...] = ()
 
 
 def bwrap_argv(policy: SandboxPolicy, bwrap: str = BWRAP) -> list[str]:
@@ -111,6 +115,8 @@ def bwrap_argv(policy: SandboxPolicy, bwrap: str = BWRAP) -> list[str]:
         args += ["--tmpfs", path]
     for path in writable:
         args += ["--bind", path, path]
+    for path in policy.readonly:
+        args += ["--ro-bind", path, path]
     for path in (*masked, *hidden):  # after the binds: their mount points are made first
         args += ["--remount-ro", path]
     return [*args, "--chdir", writable[0], "--"]
@@ -141,7 +147,8 @@ def task_policy(worktree: str | os.PathLike, hidden: Iterable[str | os.PathLike]
 
     env = dict(os.environ if env is None else env)
     home = env.get("HOME") or str(Path.home())
-    masked = [p for p in (home, "/run", "/var/run", "/var/tmp") if os.path.isdir(p) and not os.path.islink(p)]
+    homes = {home, os.path.realpath(home)}  # a symlinked home: its target is what holds the keys
+    masked = [p for p in (*sorted(homes), "/run", "/var/run", "/var/tmp") if os.path.isdir(p) and not os.path.islink(p)]
     packages = [os.path.dirname(prepare.__file__), os.path.dirname(__file__)]  # an editable install's code
     keep = [str(autoresearch_home(env)), *packages, sys.prefix, sys.base_prefix, sys.exec_prefix,
             os.path.dirname(os.path.realpath(sys.executable)), site.getusersitepackages(), *sys.path]
@@ -149,6 +156,7 @@ def task_policy(worktree: str | os.PathLike, hidden: Iterable[str | os.PathLike]
         keep += env.get(name, "").split(os.pathsep)
     return SandboxPolicy(
         writable=(_real(worktree),),
+        readonly=_existing([os.path.join(worktree, ".git")]),
         hidden=_existing([*hidden, *_ray_temp_dir()]),
         masked=_existing(masked),
         keep=_existing(keep),
@@ -160,7 +168,8 @@ def command_policy(worktree: str | os.PathLike, writable: Iterable[str | os.Path
     """A command agent's policy: the network and its own environment (its keys) stay, writes go
     only to the worktree, the existing `writable` paths (e.g. a CLI's state in ~) and a private /tmp."""
     extra = _existing(os.path.expanduser(str(p)) for p in writable)
-    return SandboxPolicy(writable=(_real(worktree), *extra), devices=gpu_devices(), network=True)
+    return SandboxPolicy(writable=(_real(worktree), *extra), readonly=_existing([os.path.join(worktree, ".git")]),
+                         devices=gpu_devices(), network=True)
 
 
 def gpu_devices() -> tuple[str, ...]:

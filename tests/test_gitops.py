@@ -81,6 +81,25 @@ def test_worktree_create_sync_commit_and_repair(repo):
     gitops.fsck(r)
 
 
+def test_git_hooks_planted_in_a_checkout_never_run(repo, tmp_path):
+    """Agent-written code could plant a hook in a clone's .git (or a gitdir of its own): the
+    worker's git never runs hooks."""
+    r = gitops.open_repo(repo)
+    base = gitops.head_commit(r)
+    clone = gitops.ensure_clone_dir(tmp_path / "clone")
+    gitops.fetch_bundle(clone, gitops.create_bundle(r, base), "refs/swarm/t/incoming")
+    flag = tmp_path / "hook-ran"
+    for name in ("post-checkout", "pre-commit", "post-commit"):
+        hook = tmp_path / "clone" / ".git" / "hooks" / name
+        hook.parent.mkdir(parents=True, exist_ok=True)
+        hook.write_text(f"#!/bin/sh\necho {name} >> {flag}\n")
+        hook.chmod(0o755)
+    gitops.sync(clone, "swarm/t/w0", base)
+    (tmp_path / "clone" / "train.py").write_text("edited\n")
+    gitops.commit_all(gitops.ensure_clone_dir(tmp_path / "clone"), "edit")
+    assert not flag.exists()
+
+
 def test_bundle_round_trip_into_a_fresh_repo(repo, tmp_path):
     r = gitops.open_repo(repo)
     base = gitops.head_commit(r)

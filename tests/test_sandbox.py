@@ -103,6 +103,20 @@ def test_bwrap_argv_covers_first_then_binds_back():
     ]
 
 
+def test_the_checkouts_git_entry_is_bound_read_only_over_the_worktree(tmp_path):
+    from swarm.sandbox import bwrap_argv, task_policy
+
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    (wt / ".git").write_text("gitdir: /somewhere\n")
+    policy = task_policy(wt, env={"HOME": str(tmp_path / "nohome"), "PATH": "/usr/bin"})
+    args = bwrap_argv(policy)
+    git_entry = str((wt / ".git").resolve())
+    assert policy.readonly == (git_entry,)
+    rw = args.index("--bind", args.index(str(wt.resolve())) - 1)
+    assert args.index("--ro-bind", rw) < args.index(git_entry) and args.index(git_entry) > rw
+
+
 def test_command_policy_keeps_the_network_and_a_hidden_dir_never_covers_the_worktree(tmp_path):
     args = bwrap_argv(sandbox.command_policy(tmp_path, writable=[tmp_path / "state", "/no/such/dir"]))
     assert "--unshare-net" not in args and "--unshare-pid" in args and "--ro-bind" in args
@@ -263,7 +277,8 @@ def test_command_agent_writes_only_its_worktree(tmp_path, monkeypatch):
     assert rec.status == Status.KEEP and rec.metric == pytest.approx(1.1, abs=0.001), (rec.status, rec.error)
     assert "X = 3.0" in git(repo, "show", f"{rec.commit}:train.py")  # its edit is the experiment
     assert {name: path.read_bytes() for name, path in targets.items() if path.exists()} == before
-    assert "elsewhere=blocked:Read-only file system" in rec.description
+    # read-only, or (a checkout under /tmp, as in CI) not there at all in the private /tmp
+    assert "elsewhere=blocked:" in rec.description and "git=blocked:" in rec.description
     assert "network=yes" in rec.description and "key=cli-key" in rec.description
     off = CommandAgent([*argv[:3], json.dumps({"elsewhere": str(targets["elsewhere"])}), "1"], sandbox="off")
     ctx = AgentContext(worker="w0", worktree=checkout, task=spec.task, program="", files={}, baseline_commit=base,
@@ -315,6 +330,11 @@ try:
 except OSError as exc:
     report("kill", False, repr(exc))
 try:
+    open(".git", "a").close()  # the worker runs git here outside the sandbox: no hook may be planted
+    report("write .git", True)
+except OSError as exc:
+    report("write .git", False, repr(exc))
+try:
     report("read journal", True, "%d bytes" % len(open(cfg["journal"]).read()))
 except OSError as exc:
     report("read journal", False, repr(exc))
@@ -322,7 +342,7 @@ print("---")
 print("val_bpb: 1.5")
 '''
 PROBES = {"environ of parent", "environ of pid 1", "own environment", "connect", "write checkout", "write prepare",
-          "write data", "write home", "kill", "read journal"}
+          "write data", "write home", "kill", "read journal", "write .git"}
 
 
 @pytest.fixture(scope="module")

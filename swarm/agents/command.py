@@ -100,7 +100,7 @@ class CommandAgent:
         prompt = build_command_prompt(ctx, self.context_tokens)
         env = {**os.environ, **self.env}  # the CLI needs its own key: passed through, not scrubbed
         argv = self.command(prompt)
-        if self.sandbox == "bwrap" and shutil.which(argv[0], path=env.get("PATH")):  # (a missing CLI: status 127)
+        if self.sandbox == "bwrap" and _found(argv[0], ctx.worktree, env):  # (a missing CLI: status 127, unwrapped)
             argv, env = wrap(argv, env, command_policy(ctx.worktree, self.writable), private_home=False)
         result = run_process(
             argv,
@@ -125,3 +125,10 @@ class CommandAgent:
                 error=f"{self.name} exited with status {result.returncode}: {' '.join(last.split())[:200]}",
             )
         return Proposal(description, {}, usage)
+
+
+def _found(program: str, cwd, env) -> bool:
+    """Whether `program` exists as run from `cwd` (a path with a slash is relative to it)."""
+    if "/" in program:
+        return os.path.exists(os.path.join(cwd, program))
+    return shutil.which(program, path=env.get("PATH")) is not None
