@@ -404,6 +404,11 @@ class Coordinator:
                       "failed attempt(s)")
             slot.outages = 0
         record = result.record
+        if result.log is not None:  # a worker on another node: its log comes to the run's logs/ here
+            path = self.config.run_dir / "logs" / f"{record.exp_id}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(result.log)
+            record = record.replace(log_path=str(path))
         if record.commit:  # every experiment's commit stays reachable, kept or not (baselines too)
             exp_ref = f"refs/swarm/{self.config.tag}/exp/{record.exp_id}"
             try:

@@ -79,8 +79,10 @@ class WorkerResult:
     bundle: bytes | None = None  # the experiment commit (bundle transport), None otherwise
     failure_log: str = ""  # log tail of a crash / timeout, for the agent's next context
     agent_errors: tuple = ()  # AgentFailure of each failed agent attempt behind it (their usage counts)
+    log: bytes | None = None  # bundle transport: the experiment's log (its end, up to LOG_LIMIT), for the head
 
 
+LOG_LIMIT = 4 << 20  # bytes of a remote experiment's log sent back to the head (its end)
 FREE_RETRIES = 3  # times a free agent is asked again when its proposal repeats a change on the same parent
 
 
@@ -459,10 +461,12 @@ class Worker:
         return sandbox.task_env(os.environ, env)
 
     def _result(self, record: ExperimentRecord, a: Assignment, failure_log: str = "") -> WorkerResult:
-        bundle = None
+        bundle, log = None, None
         if self.transport == "bundle" and record.commit and record.commit != a.parent:
             bundle = gitops.create_bundle(self.repo, record.commit, exclude=[a.parent])
-        return WorkerResult(record, bundle, failure_log)
+        if self.transport == "bundle" and record.log_path:  # no shared file system: the log travels back
+            log = _read_end(Path(record.log_path), LOG_LIMIT)
+        return WorkerResult(record, bundle, failure_log, log=log)
 
 
 def _read_text(path: Path) -> str:
@@ -470,6 +474,16 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError):
         return ""
+
+
+def _read_end(path: Path, limit: int) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read()
+    except OSError:
+        return None
 
 
 def _one_line(text: str, limit: int = 200) -> str:
