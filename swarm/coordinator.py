@@ -31,7 +31,7 @@ from swarm.decisions import (
     Assignment, Best, SchedulerView, baseline_stats, decide, experiment_seed, improves, next_kind,
     unfinished_record,
 )
-from swarm.errors import GitError, SwarmError
+from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal
 from swarm.lanes import MAIN, best_ref, split_workers
 from swarm.noise import Noise
@@ -179,6 +179,8 @@ class Coordinator:
                 self._record(unfinished_record(a, Status.INTERRUPTED, "run stopped while it was running", time.time()))
             return plan
         plan = self._split(plan_workers(ray.cluster_resources(), cfg.workers))
+        if cfg.prepare_data and cfg.profile is None:  # the GPT task on a cluster: the workers' nodes decide
+            cfg = self._resolve_profile(plan)
         config = {**cfg.to_dict(), "workers": plan.count, "wave_size": max(plan.count, cfg.baseline_runs)}
         self._log(EventType.RUN_STARTED, tag=cfg.tag, base_commit=gitops.head_commit(self.repo), config=config)
         if cfg.compare:
@@ -186,6 +188,18 @@ class Coordinator:
             self._log(EventType.NOTE, text=f"compare run: {len(lanes)} lanes x {plan.count // len(lanes)} workers: "
                       + ", ".join(f"{lane.name} ({lane.agent.name})" for lane in lanes))
         return plan
+
+    def _resolve_profile(self, plan) -> SwarmConfig:
+        """The GPT task's profile as a worker's node sees it (its own GPU), not as the driver does."""
+        import dataclasses
+
+        from swarm.task import gpt_task
+
+        name = raycluster.worker_profile(plan.num_gpus, plan.num_cpus)
+        self.config = dataclasses.replace(self.config, profile=name, task=gpt_task(name))
+        self.promoter = Promoter(self.config, self.repo, self._log, lambda: self.state)
+        self.out(f"profile: {name} (as a worker's node sees it)")
+        return self.config
 
     def _split(self, plan):
         """A compare run uses an equal number of workers per lane (the remainder stays idle)."""
@@ -209,6 +223,9 @@ class Coordinator:
         self.claims = start_claims(self.state, node)
         self.pool.backend = RayBackend({"num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus})
         self.pool.start(make_slots(self.config, plan, node, self.claims), stopped=self.stop.is_set)
+        mismatches = [slot.info["profile_mismatch"] for slot in self.slots if slot.info.get("profile_mismatch")]
+        if mismatches:  # before any experiment: a CPU worker in a GPU run would measure another model
+            raise ConfigError(mismatches[0] + (f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""))
         self._pool_events()
         warnings = sorted({slot.info["sandbox_warning"] for slot in self.slots if slot.info.get("sandbox_warning")})
         for text in warnings:  # --sandbox auto fell back to off on some node

@@ -1,5 +1,5 @@
 """Connecting the coordinator to Ray: a local cluster of its own, or one started with `ray start`
-/ `ray up` (`--address`).
+/ `ray up` (`--address`); and asking the cluster which GPT profile its worker nodes run.
 
 An unreachable `host:port` fails at once with one line (Ray itself retries for minutes). Not
 covered: starting cluster nodes (the cluster launcher), the worker actors (swarm.worker_actor).
@@ -30,6 +30,26 @@ def connect(address: str | None) -> None:
         raise ConfigError(f"cannot reach Ray at {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 
+def worker_profile(num_gpus: float, num_cpus: float, timeout: float = 300.0) -> str:
+    """The GPT profile a worker's node resolves (AUTORESEARCH_PROFILE there, else its own CUDA),
+    from a Ray task that asks for what a worker asks for, so it lands where a worker would."""
+    import ray
+
+    @ray.remote(max_retries=0)
+    def profile_here() -> str:
+        from prepare.profiles import active_profile
+
+        return active_profile().name
+
+    ref = profile_here.options(num_gpus=num_gpus, num_cpus=num_cpus).remote()
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise ConfigError(f"no node of the cluster could take a worker within {timeout:.0f} s "
+                          "(to resolve the profile); pass --profile gpu|cpu") from None
+
+
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast with one line when a `host:port` Ray address does not answer. `auto` and
     addresses without a port are left to Ray."""
@@ -44,4 +64,4 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ConfigError(f"Ray address {address} is unreachable ({exc.strerror or exc})") from None
 
 
-__all__ = ["connect", "check_reachable"]
+__all__ = ["connect", "check_reachable", "worker_profile"]

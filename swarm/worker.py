@@ -111,6 +111,10 @@ class Worker:
         """
         kill_strays(self.spec.run_mark, self.spec.name)
         self.sandbox, sandbox_warning = sandbox.resolve(self.spec.sandbox)  # on this node; ConfigError for "bwrap"
+        mismatch = profile_mismatch(self.spec)
+        if mismatch:  # nothing is prepared or started: the coordinator refuses the run
+            return {"worker": self.spec.name, "host": socket.gethostname(), "transport": self.transport,
+                    "profile_mismatch": mismatch}
         if self.spec.prepare_data:
             import prepare
 
@@ -474,6 +478,19 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError):
         return ""
+
+
+def profile_mismatch(spec: WorkerSpec) -> str:
+    """Why this node cannot run the GPT task at the run's profile ("" when it can): a gpu-profile
+    run needs CUDA on every worker's node (a CPU worker would train a different model)."""
+    if not spec.prepare_data or spec.profile != "gpu":
+        return ""
+    from prepare.profiles import _cuda_available
+
+    if _cuda_available():
+        return ""
+    return (f"{spec.name} on {socket.gethostname()} has no CUDA GPU, but the run uses the gpu profile "
+            "(a CPU worker in a GPU run): start workers only on GPU nodes, or run with --profile cpu")
 
 
 def _read_end(path: Path, limit: int) -> bytes | None:

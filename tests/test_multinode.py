@@ -21,7 +21,7 @@ from swarm.agents import parse_agent_spec  # noqa: E402
 from swarm.config import SwarmConfig  # noqa: E402
 from swarm.coordinator import Coordinator  # noqa: E402
 from swarm.journal import read_events  # noqa: E402
-from swarm.records import Status  # noqa: E402
+from swarm.records import Kind, Status  # noqa: E402
 from swarm.state import replay  # noqa: E402
 from tests.standin import check_invariants, make_standin_repo, standin_task  # noqa: E402
 
@@ -34,9 +34,10 @@ def two_nodes(tmp_path_factory):
     if ray.is_initialized():
         pytest.skip("another Ray session is connected in this process")
     homes = [tmp_path_factory.mktemp(f"node{i}-home") for i in range(2)]
+    node_env = [{"AUTORESEARCH_HOME": str(home), "AUTORESEARCH_PROFILE": "cpu"} for home in homes]
     cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=2, num_gpus=2, env_vars={"AUTORESEARCH_HOME": str(homes[0])}, include_dashboard=False))
-    worker = cluster.add_node(num_cpus=2, num_gpus=2, env_vars={"AUTORESEARCH_HOME": str(homes[1])})
+        num_cpus=2, num_gpus=2, env_vars=node_env[0], include_dashboard=False))
+    worker = cluster.add_node(num_cpus=2, num_gpus=2, env_vars=node_env[1])
     ray.init(address=cluster.address, log_to_driver=False)
     head_id = ray.get_runtime_context().get_node_id()
     try:
@@ -68,7 +69,8 @@ def test_workers_on_both_nodes_exchange_bundles_and_every_log_reaches_the_head(t
     s = replay(read_events(cfg.journal_path))
     remote_names = {slot.spec.name for slot in remote}
     remote_records = [r for r in s.records.values() if r.worker in remote_names]
-    assert remote_records and any(r.status == Status.KEEP and r.commit != r.parent for r in remote_records)
+    # their proposals came back as commits (bundles), each under its exp ref (check_invariants)
+    assert any(r.kind == Kind.PROPOSAL and r.metric is not None and r.commit != r.parent for r in remote_records)
     for r in s.records.values():  # every experiment's log is in the run's logs/ on the head
         log = cfg.run_dir / "logs" / f"{r.exp_id}.log"
         assert r.log_path == str(log) and log.is_file(), r
@@ -110,3 +112,30 @@ def test_a_node_lost_mid_run_costs_only_its_experiments_and_resume_works(two_nod
     resumed = Coordinator(replace(cfg, workers=4, max_experiments=28, resume=True), out=lambda _: None).run()
     assert resumed.reason == "max_experiments"
     check_invariants(repo, "lost")
+
+
+def test_the_profile_is_what_a_worker_node_resolves_not_the_driver(two_nodes, monkeypatch):
+    """The nodes say cpu (AUTORESEARCH_PROFILE in their environment); the driver says gpu."""
+    from swarm.raycluster import worker_profile
+
+    monkeypatch.setenv("AUTORESEARCH_PROFILE", "gpu")
+    assert worker_profile(num_gpus=1, num_cpus=0) == "cpu"
+
+
+def test_joining_a_cluster_leaves_the_profile_to_the_workers_nodes(tmp_path, monkeypatch):
+    from swarm.cli import build_parser
+    from swarm.commands.run import build_config
+    from tests.standin import git
+
+    monkeypatch.delenv("AUTORESEARCH_PROFILE", raising=False)
+    repo = tmp_path / "gptrepo"
+    (repo / "trainer").mkdir(parents=True)
+    (repo / "trainer" / "train.py").write_text("X = 1\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "init")
+    parse = build_parser().parse_args
+    joined = build_config(parse(["run", "--repo", str(repo), "--address", "10.0.0.1:6379"]))
+    assert joined.prepare_data and joined.profile is None  # the coordinator asks a worker's node
+    assert build_config(parse(["run", "--repo", str(repo), "--address", "10.0.0.1:6379", "--profile", "gpu"])).profile == "gpu"
+    assert build_config(parse(["run", "--repo", str(repo)])).profile in ("cpu", "gpu")  # its own cluster: here

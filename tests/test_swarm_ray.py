@@ -605,3 +605,16 @@ def test_task_processes_are_ended_on_the_node_that_ran_them(cluster):
         for p in (task, other):
             p.kill()
             p.wait()
+
+
+def test_a_cpu_worker_in_a_gpu_run_is_refused_before_any_experiment(cluster, tmp_path):
+    """Fake GPUs, no CUDA: every worker's node says it cannot train at the gpu profile."""
+    from swarm.errors import ConfigError
+
+    repo = make_standin_repo(tmp_path / "task")
+    cfg = config(repo, "gpuless", [HILL], workers=2, max_experiments=4, profile="gpu", prepare_data=True)
+    with pytest.raises(ConfigError, match="has no CUDA GPU, but the run uses the gpu profile"):
+        Coordinator(cfg, out=lambda _: None).run()
+    events = read_events(cfg.journal_path)
+    assert not [e for e in events if e["event"] == "experiment_started"]
+    assert events[-1]["event"] == "run_stopped" and "no CUDA GPU" in events[-1]["reason"]

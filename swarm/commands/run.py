@@ -9,6 +9,7 @@ the run cleanly; pressing it again while that stop is under way changes nothing 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -132,7 +133,10 @@ def build_config(args: argparse.Namespace):
         if not (repo / "trainer" / "train.py").is_file():
             raise ConfigError(f"{repo} has no trainer/train.py: run from an autoresearch-swarm checkout or pass --task")
         task, prepare_data = gpt_task(profile), True
-        profile = profile or task.env.get("AUTORESEARCH_PROFILE")
+        explicit = profile or os.environ.get("AUTORESEARCH_PROFILE")
+        # joining a cluster (--address): the workers' nodes decide (the coordinator asks one of them,
+        # and the task is rebuilt for that profile); on a cluster of its own this machine is that node
+        profile = explicit or (None if args.address else task.env.get("AUTORESEARCH_PROFILE"))
     if args.agents:
         agents = _parse_agents(args.agents, run_file)
     elif stored.get("agents"):
@@ -229,9 +233,10 @@ def run(args: argparse.Namespace) -> int:
     verb = "resuming" if config.resume else "starting"
     print(f"autoresearch: {verb} run {config.tag!r} in {config.run_dir} (task {config.task.name}, "
           f"agents {', '.join(a.name for a in config.agents)})", flush=True)
-    if config.prepare_data:
+    if config.prepare_data and config.profile is not None:
         # Prepare here first, with progress on the terminal; each worker still checks its own node
-        # (idempotent and file-locked: a cheap check where this already ran).
+        # (idempotent and file-locked: a cheap check where this already ran). With the profile still
+        # to be resolved on the cluster, only the workers' nodes prepare.
         import prepare
 
         prepare.ensure_prepared(source=config.source, profile=config.profile, progress=True)
