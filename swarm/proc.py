@@ -144,15 +144,19 @@ def _drain_after_kill(proc: subprocess.Popen) -> bytes | None:
         return None
 
 
-def _read_tail(path: Path, max_bytes: int = 64_000) -> str:
+def read_end(path: str | os.PathLike, max_bytes: int) -> bytes | None:
+    """The last `max_bytes` of a file (None when it cannot be read)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            return f.read().decode("utf-8", errors="replace")
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read()
     except OSError:
-        return ""
+        return None
+
+
+def _read_tail(path: Path, max_bytes: int = 64_000) -> str:
+    return (read_end(path, max_bytes) or b"").decode("utf-8", errors="replace")
 
 
 def kill_strays(run_mark: str, worker: str) -> None:

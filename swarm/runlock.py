@@ -79,7 +79,7 @@ def refuse_if_running(run_dir: str | os.PathLike) -> None:
     coordinator beats. `RunLock.acquire` is still the check that counts."""
     alive, holder = liveness(run_dir)
     if alive == "running" and (holder.pid, holder.host) != (os.getpid(), socket.gethostname()):  # not this process
-        raise RunLocked(RunLock(run_dir)._refusal(holder, alive=True))
+        raise RunLocked(refusal(Path(run_dir), holder, alive=True))
 
 
 class RunLock:
@@ -102,7 +102,7 @@ class RunLock:
         me = socket.gethostname()
         if (previous is not None and previous.host != me and previous.fresh(stale_after=self.stale_after)):
             os.close(fd)  # another host's coordinator, behind a file system that does not share the lock
-            raise RunLocked(self._refusal(previous, alive=False))
+            raise RunLocked(refusal(self.run_dir, previous, False, self.stale_after))
         self._fd = fd
         now = time.time()
         self.holder = Holder(me, os.getpid(), now, now)
@@ -129,7 +129,7 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise RunLocked(self._refusal(read_holder(self.run_dir), alive=True)) from None
+                raise RunLocked(refusal(self.run_dir, read_holder(self.run_dir), True, self.stale_after)) from None
             try:
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     return fd
@@ -171,14 +171,17 @@ class RunLock:
         tmp.write_text(json.dumps(asdict(holder)))
         os.replace(tmp, self.run_dir / HOLDER_FILE)
 
-    def _refusal(self, holder: Holder | None, alive: bool) -> str:
-        tag = self.run_dir.name
-        if holder is None:
-            return f"run {tag!r} is held by another coordinator (lock {self.run_dir / LOCK_FILE}); stop it first"
-        if alive and not holder.fresh(stale_after=self.stale_after):
-            return (f"run {tag!r} is held by a coordinator that is alive but not beating ({holder.describe()}): "
-                    f"stop it (kill {holder.pid}) before resuming")
-        return f"run {tag!r} is already running: coordinator {holder.describe()}; stop it first (Ctrl-C there)"
+
+
+def refusal(run_dir: Path, holder: Holder | None, alive: bool, stale_after: float = STALE_S) -> str:
+    """The one line that refuses a second coordinator (`alive`: the OS lock says its holder lives)."""
+    tag = run_dir.name
+    if holder is None:
+        return f"run {tag!r} is held by another coordinator (lock {run_dir / LOCK_FILE}); stop it first"
+    if alive and not holder.fresh(stale_after=stale_after):
+        return (f"run {tag!r} is held by a coordinator that is alive but not beating ({holder.describe()}): "
+                f"stop it (kill {holder.pid}) before resuming")
+    return f"run {tag!r} is already running: coordinator {holder.describe()}; stop it first (Ctrl-C there)"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -199,4 +202,4 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-__all__ = ["RunLock", "RunLocked", "refuse_if_running", "Holder", "read_holder", "liveness", "HEARTBEAT_S", "STALE_S"]
+__all__ = ["RunLock", "RunLocked", "refuse_if_running", "refusal", "Holder", "read_holder", "liveness", "HEARTBEAT_S", "STALE_S"]

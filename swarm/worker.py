@@ -35,7 +35,7 @@ from swarm.errors import GitError
 from swarm.pacing import prefetch_enabled
 from swarm.prefetch import Attempt, Prefetcher, ask_agent, carry_over, prefetch_seed
 from swarm import sandbox
-from swarm.proc import kill_strays, run_process, tail_text
+from swarm.proc import kill_strays, read_end, run_process, tail_text
 from swarm.records import ExperimentRecord, InFlight, Kind, Proposal, Status, Usage
 from swarm.summary import metric_value, parse_summary, referee_rejection
 from swarm.task import TaskSpec
@@ -469,7 +469,7 @@ class Worker:
         if self.transport == "bundle" and record.commit and record.commit != a.parent:
             bundle = gitops.create_bundle(self.repo, record.commit, exclude=[a.parent])
         if self.transport == "bundle" and record.log_path:  # no shared file system: the log travels back
-            log = _read_end(Path(record.log_path), LOG_LIMIT)
+            log = read_end(record.log_path, LOG_LIMIT)
         return WorkerResult(record, bundle, failure_log, log=log)
 
 
@@ -491,16 +491,6 @@ def profile_mismatch(spec: WorkerSpec) -> str:
         return ""
     return (f"{spec.name} on {socket.gethostname()} has no CUDA GPU, but the run uses the gpu profile "
             "(a CPU worker in a GPU run): start workers only on GPU nodes, or run with --profile cpu")
-
-
-def _read_end(path: Path, limit: int) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read()
-    except OSError:
-        return None
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -75,14 +75,14 @@ class RayBackend:
     def get(self, ref):
         import ray
 
-        from swarm.pool import WorkerLost
+        from swarm.pool import WorkerLost, short
 
         try:
             return ray.get(ref)
         except ray.exceptions.RayActorError as exc:
-            raise WorkerLost(f"worker actor died: {_last_line(exc)}", died=True) from None
+            raise WorkerLost(f"worker actor died: {short(exc)}", died=True) from None
         except ray.exceptions.RayError as exc:
-            raise WorkerLost(f"worker error: {_last_line(exc)}", died=False) from None
+            raise WorkerLost(f"worker error: {short(exc)}", died=False) from None
 
     def kill(self, actor) -> None:
         import ray
@@ -167,11 +167,6 @@ def _recover_remote():
 
         _REMOTES["recover"] = recover
     return _REMOTES["recover"]
-
-
-def _last_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:200]
 
 
 __all__ = ["actor_class", "RayBackend", "recover_commit"]
