@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "else climbmix on the gpu profile and stdlib on cpu)")
     p.add_argument("--profile", choices=("gpu", "cpu"),
                    help="constants profile (default: env AUTORESEARCH_PROFILE, else gpu if CUDA is present)")
-    p.add_argument("--num-shards", type=int, default=None, help="climbmix: training shards to download (default 8)")
+    p.add_argument("--num-shards", type=int, default=None, help="climbmix: training shards to download (default 10)")
     p.add_argument("--base-url", default=None, help="climbmix: mirror base URL (default: env "
                                                     "AUTORESEARCH_CLIMBMIX_URL, else Hugging Face)")
     p.add_argument("--workers", type=int, default=8, help="climbmix: parallel download threads (default 8)")

@@ -18,7 +18,7 @@ from prepare import sources
 from prepare.profiles import PROFILES, Profile, active_profile, active_source, autoresearch_home
 from swarm.errors import ConfigError, DataError
 
-DEFAULT_NUM_SHARDS = 8
+DEFAULT_NUM_SHARDS = 10  # climbmix training shards, as the reference downloads by default
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,21 @@
 """`make_dataloader`: BOS-aligned best-fit packing of tokenized documents into [B, T] batches.
 
-Each row holds T+1 tokens (x = row[:-1], y = row[1:]). Documents are tokenized with BOS in front
-and kept in a buffer sorted by length; a row is filled by repeatedly taking the longest buffered
-document that fits in what is left of the row. Only when none fits is a document cropped (the
-one longest in the buffer, so no document starves) to fill the row exactly; the rest of a cropped
-document goes back into the buffer as a new document with BOS in front, so no text is thrown away
-and long files are fully used (the reference drops it; stdlib files are mostly longer than a
-cpu-profile row). So every row starts with BOS, there is no padding, and every position is a
-real token. The epoch reported is the pass over the data that the newest buffered document came
-from (the buffer reads at most ~1/10 of an epoch ahead).
+Each row holds T+1 tokens (x = row[:-1], y = row[1:]). Documents are tokenized with BOS in front,
+READ_DOCS at a time, into a buffer topped up to BUFFER_DOCS before every placement; a row is filled
+by repeatedly taking the longest buffered document that fits in what is left of the row (the
+oldest of equally long ones). Only when none fits is a document cropped to fill the row exactly.
+Which one, and what happens to its rest, is the profile's `keep_cropped_rest`:
+
+- False (gpu, the reference's best-fit packing): the shortest buffered document is cropped and its
+  remainder dropped. With the same data and tokenizer this yields the reference's very rows, so
+  the evaluation rows, and with them val_bpb, are comparable with the reference's;
+- True (cpu): the oldest buffered document is cropped (so none starves) and its rest goes back into
+  the buffer as a new document with BOS in front, so no text is thrown away: stdlib files are
+  mostly longer than a cpu-profile row, and dropping would waste most of them.
+
+So every row starts with BOS, there is no padding, and every position is a real token. The epoch
+reported is the pass over the data that the newest buffered document came from (the buffer reads
+at most ~1/10 of an epoch ahead).
 
 A background thread reads parquet row groups, tokenizes them (tiktoken, several threads) and
 packs rows, keeping a few batches ahead; the consumer only copies (pinned + non_blocking on
@@ -33,8 +40,8 @@ import numpy as np
 
 from swarm.errors import DataError
 
-BUFFER_DOCS = 1000  # documents kept ready for best-fit (more: less cropping, more memory)
-READ_DOCS = 512  # documents tokenized per call into the tokenizer
+BUFFER_DOCS = 1000  # documents kept ready for best-fit (more: less cropping, more memory); the reference's
+READ_DOCS = 128  # documents tokenized per call into the tokenizer (the reference's refill size)
 PREFETCH = 3  # batches prepared ahead
 READ_EVENT = "prepare.read_shard"  # audit event raised with the path of every shard read
 
@@ -93,13 +100,15 @@ def _count_docs(files) -> int:
 class _Packer:
     """Best-fit packing over a length-sorted buffer of token arrays (BOS implicit in front)."""
 
-    def __init__(self, tokenizer, files, loop: bool, threads: int, capacity: int | None = None):
+    def __init__(self, tokenizer, files, loop: bool, threads: int, capacity: int | None = None,
+                 keep_rest: bool = False):
         self.tok = tokenizer
+        self.keep_rest = keep_rest  # the profile's keep_cropped_rest (see the module docstring)
         self.bos = tokenizer.get_bos_token_id()
         self.threads = threads
         self.lengths: list[int] = []  # sorted ascending; a document's length counts its BOS
         self.docs: list[np.ndarray] = []  # parallel to lengths: the tokens after the BOS
-        self.seqs: list[int] = []  # parallel to lengths: arrival order (the oldest is cropped first)
+        self.seqs: list[int] = []  # parallel to lengths: arrival order (keep_rest: the oldest is cropped first)
         self.next_seq = 0
         self.exhausted = False
         self.epoch = 1  # the pass over the data that the newest buffered document came from
@@ -146,17 +155,17 @@ class _Packer:
                         raise StopIteration
                 room = width - pos
                 k = bisect.bisect_right(self.lengths, room) - 1
-                if k >= 0:  # the longest document that fits
-                    doc, n = self._pop(k)
+                if k >= 0:  # the longest document that fits; equal lengths sit in arrival order
+                    doc, n = self._pop(bisect.bisect_left(self.lengths, self.lengths[k]))
                     row[pos] = bos
                     row[pos + 1 : pos + n] = doc
                     pos += n
-                else:  # nothing fits: crop the oldest, its rest goes back as a new document
-                    doc, _ = self._pop(self.seqs.index(min(self.seqs)))
+                else:  # nothing fits: crop one to fill the row
+                    doc, _ = self._pop(self.seqs.index(min(self.seqs)) if self.keep_rest else 0)  # oldest, or shortest
                     row[pos] = bos
                     row[pos + 1 :] = doc[: room - 1]
-                    if len(doc) > room - 1:
-                        self._add(doc[room - 1 :])
+                    if self.keep_rest and len(doc) > room - 1:
+                        self._add(doc[room - 1 :])  # its rest goes back as a new document
                     pos = width
 
 
@@ -230,8 +239,17 @@ def make_dataloader(tokenizer, B: int, T: int, split: str, device="cpu", threads
     return _iterate(tokenizer, list(files), B, T, device, cuda, threads)
 
 
+def _keep_cropped_rest(tokenizer) -> bool:
+    profile = getattr(tokenizer, "profile", None)
+    if isinstance(profile, str):
+        from prepare.profiles import PROFILES
+
+        profile = PROFILES.get(profile)
+    return bool(getattr(profile, "keep_cropped_rest", False))
+
+
 def _iterate(tokenizer, files, B, T, device, cuda, threads):
-    packer = _Packer(tokenizer, files, loop=True, threads=threads)
+    packer = _Packer(tokenizer, files, loop=True, threads=threads, keep_rest=_keep_cropped_rest(tokenizer))
     out: queue.Queue = queue.Queue(maxsize=PREFETCH)
     packer.thread = threading.Thread(target=_producer, args=(packer, B, T, out, cuda), daemon=True,
                                      name="prepare-dataloader")

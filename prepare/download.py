@@ -100,7 +100,7 @@ def _fetch(url: str, dest: Path, timeout: float, retries: int, backoff: float, p
     os.replace(tmp, dest)
 
 
-def download_climbmix(directory: Path, num_shards: int = 8, base_url: str | None = None, workers: int = 8,
+def download_climbmix(directory: Path, num_shards: int = 10, base_url: str | None = None, workers: int = 8,
                       retries: int = 5, backoff: float = 1.0, timeout: float = 60.0, progress: bool = True) -> dict:
     """Make sure the first `num_shards` training shards and the val shard are in `directory`.
 

@@ -1,6 +1,7 @@
 """The fixed constants of each profile, and which profile and source are active.
 
-`gpu` is the reference's setting; `cpu` is small enough that one training run finishes well
+`gpu` is the reference's setting (sequence length, budget, evaluation tokens, vocabulary, and
+its packing of documents into rows); `cpu` is small enough that one training run finishes well
 under a minute on 2 cores and still clearly learns. Agents never change these: they are the
 rules of the game. Selected by AUTORESEARCH_PROFILE (default `gpu` when CUDA is present, else
 `cpu`); the data source by AUTORESEARCH_SOURCE (`climbmix`, `stdlib` or `local:PATH`; default
@@ -35,6 +36,10 @@ class Profile:
     # model over (interpreter and torch import, data loader start, untimed warm-up / compile steps)
     startup_allowance: float = 60.0
     eval_allowance: float = 60.0  # referee: seconds the trainer may take to answer all evaluation batches
+    # packing (prepare/dataloader.py): when no document fits a row's rest, the shortest one is cropped
+    # and its remainder dropped, as the reference does; True: the oldest is cropped and its remainder
+    # goes back as a document of its own (rows shorter than most documents, e.g. cpu with stdlib)
+    keep_cropped_rest: bool = False
 
 
 # Allowances. gpu: interpreter + torch import, data loader start and torch.compile with 10 untimed
@@ -46,7 +51,7 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile("gpu", max_seq_len=2048, time_budget=300.0, eval_tokens=40 * 2**19, vocab_size=8192, default_source="climbmix",
                    startup_allowance=120.0, eval_allowance=120.0),
     "cpu": Profile("cpu", max_seq_len=256, time_budget=20.0, eval_tokens=2**16, vocab_size=2048, default_source="stdlib",
-                   startup_allowance=60.0, eval_allowance=120.0),
+                   startup_allowance=60.0, eval_allowance=120.0, keep_cropped_rest=True),
 }
 OVERRIDES = {  # env variable -> Profile field (seconds; tests and quick demos)
     "AUTORESEARCH_TIME_BUDGET": "time_budget",

@@ -1,9 +1,12 @@
 """The BPE tokenizer: training with rustbpe, saving, loading as a tiktoken Encoding, byte table.
 
 Training: GPT-4-style split pattern with numbers split into runs of 1-2 digits, byte-level BPE
-trained by rustbpe on at most `TRAIN_MAX_CHARS[profile]` characters of the train split (each
-document cut to its first `TRAIN_DOC_CHARS` characters), then 4 special tokens (BOS first) so
-that the total vocabulary is exactly the profile's vocab_size. Saved as `tokenizer.pkl`
+trained by rustbpe on the train split's documents in order, each cut to its first `TRAIN_DOC_CHARS`
+characters, until `TRAIN_MAX_CHARS[profile]` characters have been given (the document that
+reaches the limit is given whole), then 4 special tokens (BOS first) so that the total vocabulary
+is exactly the profile's vocab_size. On the gpu profile these are the reference's amounts
+(karpathy/autoresearch: 1e9 characters, 10,000 per document), so that climbmix gives the same
+tokenizer and val_bpb figures stay comparable with the reference's. Saved as `tokenizer.pkl`
 (pattern, mergeable ranks, specials) and `token_bytes.npy` (UTF-8 byte length of every token,
 0 for specials), under AUTORESEARCH_HOME/tokenizer/<source key>/<profile>-<vocab>/.
 
@@ -26,8 +29,8 @@ SPLIT_PATTERN = (
 )
 BOS = "<|bos|>"
 SPECIAL_TOKENS = (BOS, "<|reserved_1|>", "<|reserved_2|>", "<|reserved_3|>")
-TRAIN_MAX_CHARS = {"gpu": 2_000_000_000, "cpu": 100_000_000}  # others: the cpu value
-TRAIN_DOC_CHARS = 100_000  # each document is cut to this many chars for training
+TRAIN_MAX_CHARS = {"gpu": 1_000_000_000, "cpu": 100_000_000}  # others: the cpu value; gpu: the reference's
+TRAIN_DOC_CHARS = 10_000  # each document is cut to this many chars for training (the reference's cap)
 TOKENIZER_FILE = "tokenizer.pkl"
 TOKEN_BYTES_FILE = "token_bytes.npy"
 ROUND_TRIP_SAMPLES = ("héllo wörld — ünïcödé ✓ 日本語のテキスト 🚀🎉 12345 6789\n\tdef f(x): return x**2\r\n",)
@@ -43,8 +46,6 @@ def _capped(texts: Iterable[str], max_chars: int, doc_chars: int, stats: dict) -
         text = text[:doc_chars]
         if not text:
             continue
-        if total + len(text) > max_chars:
-            text = text[: max_chars - total]
         total += len(text)
         stats["chars"] = total
         stats["docs"] = stats.get("docs", 0) + 1

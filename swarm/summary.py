@@ -2,7 +2,8 @@
 
 After training, a task prints a line `---` and then `key: value` lines (val_bpb,
 training_seconds, total_seconds, peak_vram_mb, mfu_percent, total_tokens_M, num_steps,
-num_params_M, depth, ...). The last `---` block in the output wins. A referee that refuses a run
+num_params_M, depth, ...; the GPT referee adds attention (fa3|flex|sdpa: which attention kernel
+ran, a string), handover_seconds and eval_seconds). The last `---` block in the output wins. A referee that refuses a run
 exits with status REJECT_EXIT (3) and prints `rejected: <reason>` last.
 """
 

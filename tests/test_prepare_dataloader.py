@@ -1,4 +1,5 @@
-"""prepare: best-fit packing invariants, val determinism, and evaluate_bpb on known outputs."""
+"""prepare: best-fit packing invariants (both cropping rules, the reference's checked against an
+independent implementation), val determinism, and evaluate_bpb on known outputs."""
 
 import math
 
@@ -80,7 +81,7 @@ def test_best_fit_takes_largest_fitting_doc_and_crops_only_when_nothing_fits(tmp
 
     # lengths with BOS: 6, 4, 3, 12
     f = write_parquet(tmp_path / "s.parquet", ["a" * 5, "b" * 3, "c" * 2, "d" * 11])
-    p = _Packer(LenTokenizer(), [f], loop=False, threads=1, capacity=4)
+    p = _Packer(LenTokenizer(), [f], loop=False, threads=1, capacity=4, keep_rest=True)
     rows = np.full((1, 10), -1, dtype=np.int32)
     p.fill(rows)
     # room 10: the largest that fits is 6 (BOS+5), then room 4: exactly the 4 (BOS+3); no crop
@@ -96,7 +97,7 @@ def test_crop_takes_the_oldest_document_so_none_starves(tmp_path):
     from prepare_fixtures import write_parquet
 
     f = write_parquet(tmp_path / "s.parquet", ["a" * 30, "b" * 12, "c" * 15])
-    p = _Packer(LenTokenizer(), [f], loop=False, threads=1, capacity=4)
+    p = _Packer(LenTokenizer(), [f], loop=False, threads=1, capacity=4, keep_rest=True)
     rows = np.full((1, 10), -1, dtype=np.int32)
     p.fill(rows)
     assert rows[0].tolist() == [0] + list(range(1, 10))  # from the 30 (oldest), not the 12
@@ -107,13 +108,79 @@ def test_cropped_rest_is_not_lost(tmp_path):
     from prepare_fixtures import write_parquet
 
     f = write_parquet(tmp_path / "s.parquet", ["x" * 25])
-    p = _Packer(LenTokenizer(), [f], loop=True, threads=1)
+    p = _Packer(LenTokenizer(), [f], loop=True, threads=1, keep_rest=True)
     rows = np.full((3, 10), -1, dtype=np.int32)
     p.fill(rows)
     # 25 tokens: 9 + 9 + 7 fill rows of 10 with a BOS each (then the next pass starts)
     assert rows[0].tolist() == [0] + list(range(1, 10))
     assert rows[1].tolist() == [0] + list(range(10, 19))
     assert rows[2][:8].tolist() == [0] + list(range(19, 26))
+
+
+def test_reference_packing_crops_the_shortest_and_drops_its_rest(tmp_path):
+    from prepare_fixtures import write_parquet
+
+    f = write_parquet(tmp_path / "s.parquet", ["a" * 30, "b" * 12, "c" * 15])
+    p = _Packer(LenTokenizer(), [f], loop=False, threads=1, capacity=4)  # keep_rest off: the gpu profile's rule
+    rows = np.full((1, 10), -1, dtype=np.int32)
+    p.fill(rows)
+    assert rows[0].tolist() == [0] + list(range(1, 10))  # the first 9 of the 12 (the shortest) ...
+    assert sorted(p.lengths) == [16, 31]  # ... and its last 3 are gone
+
+
+class NumberTokenizer:
+    """Fake tokenizer: a text of space-separated numbers is those numbers (so every document is visible)."""
+
+    def get_bos_token_id(self):
+        return 0
+
+    def encode(self, texts, num_threads=1):
+        return [[int(w) for w in t.split()] for t in texts]
+
+
+def reference_rows(groups, n_rows, width, buffer_docs=1000, read_docs=128):
+    """The reference's best-fit packing, written out plainly from its description: a list buffer
+    topped up to `buffer_docs` documents (`read_docs` per read, row group by row group) before every
+    placement; the first longest document that fits, else the first shortest cropped, its rest dropped."""
+    def reads():
+        while True:
+            for group in groups:
+                for i in range(0, len(group), read_docs):
+                    yield group[i : i + read_docs]
+
+    stream, buffer, rows = reads(), [], []
+    for _ in range(n_rows):
+        row = []
+        while len(row) < width:
+            while len(buffer) < buffer_docs:
+                buffer.extend([0] + doc for doc in next(stream))
+            room = width - len(row)
+            fits = [i for i, doc in enumerate(buffer) if len(doc) <= room]
+            if fits:
+                row += buffer.pop(max(fits, key=lambda i: len(buffer[i])))
+            else:
+                row += buffer.pop(min(range(len(buffer)), key=lambda i: len(buffer[i])))[:room]
+        rows.append(row)
+    return rows
+
+
+def test_reference_packing_gives_the_reference_rows(tmp_path):
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(7)
+    width, group_size = 65, 300  # rows of T+1 tokens; docs per parquet row group
+    docs = [[1 + i] * rng.choice([rng.randint(1, 20), rng.randint(20, 64), rng.randint(64, 200)]) for i in range(2400)]
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"text": [" ".join(map(str, d)) for d in docs]}), path, row_group_size=group_size)
+    groups = [docs[i : i + group_size] for i in range(0, len(docs), group_size)]
+
+    p = _Packer(NumberTokenizer(), [path], loop=True, threads=1, capacity=1000)
+    rows = np.full((400, width), -1, dtype=np.int32)
+    p.fill(rows)
+    assert rows.tolist() == reference_rows(groups, 400, width)
 
 
 class UniformModel(torch.nn.Module):

@@ -90,6 +90,7 @@ def test_cpu_training_run_learns_and_prints_the_summary(prepared):
     assert summary["num_steps"] > 0
     assert summary["training_seconds"] >= 20.0  # the cpu profile's TIME_BUDGET, fully used
     assert summary["mfu_percent"] == 0.0  # no GPU peak to compare against on CPU
+    assert summary["attention"] == "sdpa"  # which attention ran: PyTorch's SDPA on the CPU
     baseline = unigram_bpb()
     assert 0 < summary["val_bpb"] < baseline, f"val_bpb {summary['val_bpb']} vs unigram {baseline:.4f}"
 

@@ -1,17 +1,19 @@
 """Train a small GPT for a fixed wall-clock budget, then hand the model to the referee.
 
 This is the one file the research agents edit. It reads top to bottom: hyperparameters, model,
-optimizer, setup, training loop, hand-over. The rules of the game (sequence length, time budget,
-data, tokenizer, the evaluation itself) live in `prepare` and are not editable: the referee
-(`python -m prepare.referee`, which `autoresearch train` and the swarm run) starts this script,
-seeds it, keeps the clock, evaluates the handed-over model (token ids -> logits) on the
-validation split itself and prints the summary block.
+optimizer, schedules, setup, training loop, hand-over. Everything above "Setup" only defines
+things (tests load that part on its own); training starts there. The rules of the game (sequence
+length, time budget, data, tokenizer, the evaluation itself) live in `prepare` and are not
+editable: the referee (`python -m prepare.referee`, which `autoresearch train` and the swarm run)
+starts this script, seeds it, keeps the clock, evaluates the handed-over model (token ids ->
+logits) on the validation split itself and prints the summary block.
 Run from the repository root: `autoresearch train` (or `python -m prepare.referee`).
 """
 
 import gc
 import math
 import os
+import re
 import resource
 import sys
 import time
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from prepare import MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, hand_over, make_dataloader
 
@@ -46,13 +49,15 @@ DEVICE_BATCH_SIZE = 128  # sequences per forward/backward pass
 EMBEDDING_LR = 0.6  # token and value embeddings (AdamW)
 UNEMBEDDING_LR = 0.004  # lm head (AdamW)
 MATRIX_LR = 0.04  # transformer matrices (Muon)
-SCALAR_LR = 0.5  # per-layer residual and x0 scalars (AdamW)
+SCALAR_LR = 0.5  # per-layer x0 scalars (AdamW); the residual scalars use RESID_LR_FRAC of it
+RESID_LR_FRAC = 0.01  # lr of the residual scalars as a fraction of SCALAR_LR (they multiply the whole stream)
 ADAM_BETAS = (0.8, 0.95)  # AdamW beta1, beta2
-WEIGHT_DECAY = 0.2  # cautious weight decay of the Muon matrices (AdamW groups use none)
+X0_BETAS = (0.96, 0.95)  # AdamW beta1, beta2 of the x0 scalars
+WEIGHT_DECAY = 0.2  # cautious weight decay of the Muon matrices at the start, decayed linearly to 0 over training (AdamW groups use none)
 MUON_MOMENTUM = 0.95  # Nesterov momentum of Muon after its warmup
 MUON_MOMENTUM_START = 0.85  # ... and at step 0
 MUON_MOMENTUM_WARMUP_STEPS = 300  # steps of linear momentum warmup
-MUON_BETA2 = 0.95  # decay of NorMuon's per-neuron second moment
+MUON_BETA2 = 0.95  # decay of NorMuon's second moment (one per row or column, along the larger side)
 
 # learning-rate schedule, by progress = training time / TIME_BUDGET
 WARMUP_RATIO = 0.0  # fraction of the budget spent ramping the lr up from 0
@@ -85,8 +90,19 @@ class GPTConfig:
     n_head: int
     n_kv_head: int
     head_dim: int
-    windows: tuple  # attention span of each layer, in tokens
+    windows: tuple  # attention span of each layer, in tokens (itself included)
     backend: str  # "fa3", "flex" or "sdpa"
+
+
+def make_config(vocab_size, backend):
+    model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM  # round up to a multiple of HEAD_DIM
+    n_head = model_dim // HEAD_DIM
+    n_kv_head = max(d for d in range(1, min(N_KV_HEAD, n_head) + 1) if n_head % d == 0)
+    pattern = WINDOW_PATTERN.upper()
+    assert pattern and set(pattern) <= {"S", "L"}, f"WINDOW_PATTERN must be made of S and L, not {WINDOW_PATTERN!r}"
+    windows = [min(SHORT_WINDOW, MAX_SEQ_LEN) if pattern[i % len(pattern)] == "S" else MAX_SEQ_LEN for i in range(DEPTH)]
+    windows[-1] = MAX_SEQ_LEN
+    return GPTConfig(vocab_size, MAX_SEQ_LEN, DEPTH, model_dim, n_head, n_kv_head, HEAD_DIM, tuple(windows), backend)
 
 
 def norm(x):
@@ -100,42 +116,72 @@ def apply_rotary(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
-_mask_cache = {}  # (backend, window, T, device) -> attention mask
+def sliding_window_mask(window, T, device):
+    i = torch.arange(T, device=device)
+    diff = i[:, None] - i[None, :]
+    return (diff >= 0) & (diff < window)  # True = may attend
 
 
-def sliding_window_mask(backend, window, T, device):
-    key = (backend, window, T, str(device))
-    if key not in _mask_cache:
-        if backend == "flex":
-            from torch.nn.attention.flex_attention import create_block_mask
+def attention_masks(backend, windows, T, device):
+    # window -> mask for sequences of T tokens, built outside any compiled code and handed to the
+    # attention: FlexAttention block masks, or SDPA boolean masks (full windows need none; FA3 none)
+    def causal_window(window):
+        return lambda b, h, q_idx, kv_idx: (q_idx >= kv_idx) & (q_idx - kv_idx < window)
 
-            def window_mod(b, h, q_idx, kv_idx):
-                return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
-
-            _mask_cache[key] = create_block_mask(window_mod, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
-        else:
-            i = torch.arange(T, device=device)
-            diff = i[:, None] - i[None, :]
-            _mask_cache[key] = (diff >= 0) & (diff < window)  # True = may attend
-    return _mask_cache[key]
+    if backend == "flex":
+        return {w: create_block_mask(causal_window(min(w, T)), B=None, H=None, Q_LEN=T, KV_LEN=T, device=device) for w in set(windows)}
+    if backend == "sdpa":
+        return {w: sliding_window_mask(w, T, device) for w in set(windows) if w < T}
+    return {}
 
 
-def attention(q, k, v, window, backend):
-    # q: (B, T, H, D); k, v: (B, T, Hkv, D). Causal, limited to the last `window` tokens.
-    T = q.size(1)
+def fa3_attention(module, q, k, v, window):
+    # FlashAttention-3: window_size=(left, right) lets query i see keys i-left .. i+right; -1 = unlimited
+    left = -1 if window >= q.size(1) else window - 1
+    y = module.flash_attn_func(q, k, v, causal=True, window_size=(left, 0))
+    return y[0] if isinstance(y, tuple) else y  # some builds return (out, lse)
+
+
+def attention(q, k, v, window, backend, mask=None):
+    # q: (B, T, H, D); k, v: (B, T, Hkv, D). Causal, limited to the last `window` tokens; mask: from attention_masks
     if backend == "fa3":
-        left = -1 if window >= T else window - 1
-        y = fa3.flash_attn_func(q, k, v, causal=True, window_size=(left, 0))
-        return y[0] if isinstance(y, tuple) else y
+        return fa3_attention(fa3, q, k, v, window)
+    T = q.size(1)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if backend == "flex":
-        y = flex_attention(q, k, v, block_mask=sliding_window_mask("flex", min(window, T), T, q.device), enable_gqa=True)
+        y = flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
     elif window >= T:
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     else:
-        mask = sliding_window_mask("sdpa", window, T, q.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=sliding_window_mask(window, T, q.device) if mask is None else mask, enable_gqa=True)
     return y.transpose(1, 2)
+
+
+def load_fa3():
+    # an installed flash_attn_interface, else the Hopper build from the HF `kernels` hub (or its local cache)
+    try:
+        import flash_attn_interface
+
+        return flash_attn_interface
+    except ImportError:
+        from kernels import get_kernel
+
+        return get_kernel("varunneal/flash-attention-3").flash_attn_interface
+
+
+def try_fa3(head_dim, device):
+    # (module, "") when FA3 loads and one tiny windowed GQA call agrees with SDPA, else (None, why not)
+    try:
+        module = load_fa3()
+        g = torch.Generator(device=device).manual_seed(0)  # its own generator: the training's random stream stays as seeded
+        q, k, v = (torch.randn(1, 64, h, head_dim, device=device, dtype=torch.bfloat16, generator=g) for h in (4, 2, 2))
+        error = (fa3_attention(module, q, k, v, 16).float() - attention(q, k, v, 16, "sdpa").float()).abs().max().item()
+        if not error < 0.05:
+            raise RuntimeError(f"its output differs from SDPA by {error:.3g}")
+        return module, ""
+    except Exception as exc:  # any failure (missing, wrong build, wrong signature): fall back
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return None, f"{type(exc).__name__}: {first_line}"[:200]
 
 
 def has_value_embedding(layer, n_layer):
@@ -155,7 +201,7 @@ class CausalSelfAttention(nn.Module):
         self.ve_gate_channels = min(32, config.n_embd)
         self.ve_gate = nn.Linear(self.ve_gate_channels, config.n_kv_head, bias=False) if has_value_embedding(layer, config.n_layer) else None
 
-    def forward(self, x, ve, cos, sin):
+    def forward(self, x, ve, cos, sin, mask):
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -165,7 +211,7 @@ class CausalSelfAttention(nn.Module):
             v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim)
         dtype = q.dtype  # bf16 under autocast
         q, k = apply_rotary(norm(q), cos, sin), apply_rotary(norm(k), cos, sin)  # QK-norm, then rotary
-        y = attention(q.to(dtype), k.to(dtype), v.to(dtype), self.window, self.backend)
+        y = attention(q.to(dtype), k.to(dtype), v.to(dtype), self.window, self.backend, mask)
         return self.c_proj(y.reshape(B, T, -1))
 
 
@@ -185,8 +231,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer)
         self.mlp = MLP(config)
 
-    def forward(self, x, ve, cos, sin):
-        x = x + self.attn(norm(x), ve, cos, sin)
+    def forward(self, x, ve, cos, sin, mask):
+        x = x + self.attn(norm(x), ve, cos, sin, mask)
         x = x + self.mlp(norm(x))
         return x
 
@@ -206,22 +252,23 @@ class GPT(nn.Module):
         self.x0_lambdas = nn.Parameter(torch.empty(config.n_layer))
         self.register_buffer("cos", torch.empty(1, 2 * config.seq_len, 1, config.head_dim // 2), persistent=False)
         self.register_buffer("sin", torch.empty(1, 2 * config.seq_len, 1, config.head_dim // 2), persistent=False)
+        self.masks = {}  # window -> attention mask for sequences of seq_len tokens (init_weights builds them)
 
     @torch.no_grad()
-    def init_weights(self):
-        # rotary tables, with room for sequences longer than training's
+    def init_weights(self, dtype=torch.float32):
+        # dtype: of the activations (bf16 on CUDA): embeddings, value embeddings and rotary tables are kept in it
         c, device = self.config, self.cos.device
         inv_freq = 1.0 / ROPE_BASE ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32, device=device) / c.head_dim)
-        angles = torch.outer(torch.arange(2 * c.seq_len, dtype=torch.float32, device=device), inv_freq)
-        self.cos.copy_(angles.cos()[None, :, None, :])
-        self.sin.copy_(angles.sin()[None, :, None, :])
+        angles = torch.outer(torch.arange(2 * c.seq_len, dtype=torch.float32, device=device), inv_freq)  # room for longer sequences
+        self.cos = angles.cos()[None, :, None, :].to(dtype)
+        self.sin = angles.sin()[None, :, None, :].to(dtype)
         self.resid_lambdas.fill_(1.0)
         self.x0_lambdas.fill_(X0_INIT)
+        bound = 3**0.5 * c.n_embd**-0.5  # uniform with std 1/sqrt(width)
         nn.init.normal_(self.wte.weight, std=1.0)
         nn.init.normal_(self.lm_head.weight, std=0.001)
         for ve in self.value_embeds.values():
-            nn.init.normal_(ve.weight, std=1.0)
-        bound = 3**0.5 * self.config.n_embd**-0.5  # uniform with std 1/sqrt(fan_in)
+            nn.init.uniform_(ve.weight, -bound, bound)  # on the scale of the values they are added to
         for block in self.blocks:
             for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
                 nn.init.uniform_(lin.weight, -bound, bound)
@@ -229,15 +276,19 @@ class GPT(nn.Module):
             nn.init.zeros_(block.mlp.c_proj.weight)
             if block.attn.ve_gate is not None:
                 nn.init.zeros_(block.attn.ve_gate.weight)
+        self.wte.to(dtype)
+        self.value_embeds.to(dtype)
+        self.masks = attention_masks(c.backend, c.windows, c.seq_len, device)
 
     def forward(self, idx, targets=None, reduction="mean"):
         B, T = idx.shape
         cos, sin = self.cos[:, :T], self.sin[:, :T]
+        masks = self.masks if T == self.config.seq_len else attention_masks(self.config.backend, self.config.windows, T, idx.device)
         x = x0 = norm(self.wte(idx))
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
-            x = block(x, ve, cos, sin)
+            x = block(x, ve, cos, sin, masks.get(block.attn.window))
         logits = self.lm_head(norm(x)).float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:
@@ -283,13 +334,41 @@ def orthogonalize(G, dtype):
     return (X.mT if tall else X).to(G.dtype)
 
 
+# The update arithmetic. Hyperparameters arrive as 0-D float32 CPU tensors, so that the compiled
+# versions (on CUDA) never recompile when a schedule changes them.
+
+
+def adamw_update(p, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wd):
+    p.mul_(1 - lr * wd)  # decoupled weight decay
+    exp_avg.lerp_(grad, (1 - beta1).to(exp_avg.dtype))
+    exp_avg_sq.lerp_(grad.square(), (1 - beta2).to(exp_avg_sq.dtype))
+    denom = (exp_avg_sq / (1 - beta2**step)).sqrt() + eps  # bias-corrected
+    p.sub_(exp_avg / denom * (lr / (1 - beta1**step)))
+
+
+def muon_update(params, grads, momentum_buffer, second_moment, momentum, lr, wd, beta2, red_dim, dtype):
+    # params, grads: (N, rows, cols) stacks; second_moment: one entry per row (red_dim -1) or column (red_dim -2)
+    momentum_buffer.lerp_(grads, (1 - momentum).to(grads.dtype))
+    update = orthogonalize(grads.lerp_(momentum_buffer, momentum.to(grads.dtype)), dtype)  # Nesterov
+    # NorMuon: divide each row (or column) by its running RMS, then restore the update's overall norm
+    mean_sq = update.float().square().mean(dim=red_dim, keepdim=True)
+    second_moment.lerp_(mean_sq.to(second_moment.dtype), (1 - beta2).to(second_moment.dtype))
+    scale = second_moment.float().clamp_min(1e-10).rsqrt()
+    size_before = mean_sq.sum(dim=(-2, -1), keepdim=True)  # squared norms, up to the same factor
+    size_after = (mean_sq * scale.square()).sum(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+    update = update * (scale * (size_before / size_after).sqrt()).to(update.dtype)
+    agree = (update * params) >= 0  # cautious: decay only where the update shrinks the weight anyway
+    params.sub_(lr * update + lr * wd * params * agree)
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """One optimizer, two update rules chosen per param group by group["kind"].
 
     "adamw": AdamW (bias-corrected, decoupled weight decay).
     "muon": all params of a group share one shape; Nesterov momentum, Polar Express
-    orthogonalisation, NorMuon per-neuron variance normalisation, cautious weight decay.
-    Every group's lr is group["initial_lr"] * group["lr_mult"]; the loop sets lr_mult.
+    orthogonalisation, NorMuon variance normalisation along the larger side, cautious weight decay.
+    Every group's lr is group["initial_lr"] * group["lr_mult"]; the loop sets lr_mult, and
+    Muon's momentum and weight_decay.
     """
 
     def __init__(self, groups, muon_dtype=torch.float32):
@@ -297,6 +376,12 @@ class MuonAdamW(torch.optim.Optimizer):
         for g in self.param_groups:
             g["initial_lr"] = g["lr"]
         self.muon_dtype = muon_dtype
+        self.hp = {name: torch.zeros((), dtype=torch.float32) for name in ("step", "lr", "beta1", "beta2", "eps", "wd", "momentum")}
+
+    def _scalars(self, **values):
+        for name, value in values.items():
+            self.hp[name].fill_(value)
+        return [self.hp[name] for name in values]
 
     @torch.no_grad()
     def step(self):
@@ -308,7 +393,6 @@ class MuonAdamW(torch.optim.Optimizer):
                 self._muon(group)
 
     def _adamw(self, group):
-        beta1, beta2 = group["betas"]
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -318,34 +402,24 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"] += 1
-            state["exp_avg"].lerp_(p.grad, 1 - beta1)
-            state["exp_avg_sq"].lerp_(p.grad.square(), 1 - beta2)
-            denom = (state["exp_avg_sq"] / (1 - beta2 ** state["step"])).sqrt_().add_(group["eps"])
-            if group["weight_decay"]:
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-            p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** state["step"]))
+            (beta1, beta2), eps = group["betas"], group["eps"]
+            hp = self._scalars(step=state["step"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=eps, wd=group["weight_decay"])
+            adamw_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *hp)
 
     def _muon(self, group):
         params = group["params"]
         state = self.state[params[0]]  # the group's state lives with its first param
-        grads = torch.stack([p.grad for p in params])
-        if not state:
-            state["momentum_buffer"] = torch.zeros_like(grads)
-            state["second_moment"] = torch.zeros(grads.shape[:-1] + (1,), dtype=grads.dtype, device=grads.device)
-        buf = state["momentum_buffer"]
-        buf.lerp_(grads, 1 - group["momentum"])
-        update = orthogonalize(grads.lerp_(buf, group["momentum"]), self.muon_dtype)  # Nesterov
-        # NorMuon: normalise each output neuron (row) by its running RMS, keep the overall norm
-        v = state["second_moment"]
-        v.lerp_(update.square().mean(dim=-1, keepdim=True), 1 - group["beta2"])
-        norm_before = update.norm(dim=(-2, -1), keepdim=True)
-        update = update / (v.sqrt() + 1e-10)
-        update = update * (norm_before / (update.norm(dim=(-2, -1), keepdim=True) + 1e-10))
         rows, cols = params[0].shape
-        lr = group["lr"] * max(1.0, rows / cols) ** 0.5
+        red_dim = -1 if rows >= cols else -2  # normalise along the larger side: per row (tall, square) or per column (wide)
+        if not state:
+            state["momentum_buffer"] = torch.zeros(len(params), rows, cols, dtype=params[0].dtype, device=params[0].device)
+            state["second_moment"] = torch.zeros(len(params), rows if red_dim == -1 else 1, cols if red_dim == -2 else 1,
+                                                 dtype=params[0].dtype, device=params[0].device)
         stacked = torch.stack(params)
-        agree = (update * stacked) > 0  # cautious: decay only where the update shrinks the weight anyway
-        stacked.sub_(lr * update + (lr * group["weight_decay"]) * stacked * agree)
+        lr = group["lr"] * max(1.0, rows / cols) ** 0.5
+        hp = self._scalars(momentum=group["momentum"], lr=lr, wd=group["weight_decay"], beta2=group["beta2"])
+        muon_update(stacked, torch.stack([p.grad for p in params]), state["momentum_buffer"], state["second_moment"],
+                    *hp, red_dim, self.muon_dtype)
         torch._foreach_copy_(params, list(stacked.unbind(0)))
 
 
@@ -353,12 +427,13 @@ def build_optimizer(model, muon_dtype):
     dim_scale = (model.config.n_embd / 768) ** -0.5  # AdamW lrs were tuned at width 768
     matrices = [p for p in model.blocks.parameters()]
     assert all(p.ndim == 2 for p in matrices), "every block parameter is expected to be a matrix for Muon"
-    adam = dict(kind="adamw", betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0)
+    adam = dict(kind="adamw", eps=1e-10, weight_decay=0.0)
     groups = [
-        dict(params=[model.wte.weight], lr=EMBEDDING_LR * dim_scale, **adam),
-        dict(params=[e.weight for e in model.value_embeds.values()], lr=EMBEDDING_LR * dim_scale, **adam),
-        dict(params=[model.lm_head.weight], lr=UNEMBEDDING_LR * dim_scale, **adam),
-        dict(params=[model.resid_lambdas, model.x0_lambdas], lr=SCALAR_LR, **adam),
+        dict(params=[model.wte.weight], lr=EMBEDDING_LR * dim_scale, betas=ADAM_BETAS, **adam),
+        dict(params=[e.weight for e in model.value_embeds.values()], lr=EMBEDDING_LR * dim_scale, betas=ADAM_BETAS, **adam),
+        dict(params=[model.lm_head.weight], lr=UNEMBEDDING_LR * dim_scale, betas=ADAM_BETAS, **adam),
+        dict(params=[model.resid_lambdas], lr=SCALAR_LR * RESID_LR_FRAC, betas=ADAM_BETAS, **adam),
+        dict(params=[model.x0_lambdas], lr=SCALAR_LR, betas=X0_BETAS, **adam),
     ]
     for shape in sorted({tuple(p.shape) for p in matrices}):
         same = [p for p in matrices if tuple(p.shape) == shape]
@@ -367,10 +442,56 @@ def build_optimizer(model, muon_dtype):
 
 
 # ---------------------------------------------------------------------------------------------
+# Schedules, and the GPU's peak for MFU
+# ---------------------------------------------------------------------------------------------
+
+
+def lr_multiplier(progress):
+    if progress < WARMUP_RATIO:
+        return (progress + 1e-8) / WARMUP_RATIO
+    if progress < 1.0 - WARMDOWN_RATIO:
+        return 1.0
+    frac = min(1.0, (1.0 - progress) / max(WARMDOWN_RATIO, 1e-8))
+    return FINAL_LR_FRAC + (1.0 - FINAL_LR_FRAC) * frac
+
+
+def muon_momentum(step):
+    frac = min(1.0, step / max(1, MUON_MOMENTUM_WARMUP_STEPS))
+    return (1 - frac) * MUON_MOMENTUM_START + frac * MUON_MOMENTUM
+
+
+def muon_weight_decay(progress):
+    return WEIGHT_DECAY * (1.0 - min(progress, 1.0))
+
+
+def apply_schedules(optimizer, progress, step):
+    # the lr multiplier of every group, Muon's momentum and weight decay; returns the lr multiplier
+    lrm = lr_multiplier(progress)
+    for group in optimizer.param_groups:
+        group["lr_mult"] = lrm
+        if group["kind"] == "muon":
+            group["momentum"] = muon_momentum(step)
+            group["weight_decay"] = muon_weight_decay(progress)
+    return lrm
+
+
+def peak_bf16_flops(device_name):
+    # dense bf16 tensor-core peak (FLOP/s) by device name, most specific first; None for a GPU not listed
+    peaks = (
+        (r"H100.*NVL", 835e12), (r"H100.*PCIe", 756e12), (r"H100", 989.5e12),
+        (r"H200.*NVL", 835e12), (r"H200", 989.5e12), (r"\bH20\b", 148e12),
+        (r"\bB200\b", 2250e12), (r"A100", 312e12), (r"L40S", 362e12),
+    )
+    return next((flops for pattern, flops in peaks if re.search(pattern, device_name, re.IGNORECASE)), None)
+
+
+# ---------------------------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------------------------
 
 # the referee has seeded random, numpy and torch (AUTORESEARCH_SEED) before this script started
+if "PYTORCH_ALLOC_CONF" not in os.environ and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+    os.environ["PYTORCH_ALLOC_CONF"] = "expandable_segments:True"  # less fragmentation; read when CUDA allocates first
 if os.environ.get("OMP_NUM_THREADS"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -386,40 +507,28 @@ fa3 = None
 backend = "sdpa"
 if device.type == "cuda":
     backend = "flex"
-    if torch.cuda.get_device_capability()[0] == 9:  # Hopper: FlashAttention-3 when installed
-        try:
-            import flash_attn_interface as fa3
-
+    if torch.cuda.get_device_capability()[0] == 9:  # Hopper: FlashAttention-3 when it loads and works
+        fa3, why_not = try_fa3(HEAD_DIM, device)
+        if fa3 is not None:
             backend = "fa3"
-        except ImportError:
-            fa3 = None
-    if backend == "flex":
-        from torch.nn.attention.flex_attention import flex_attention
+        else:
+            print(f"attention: FA3 not used ({why_not}); falling back to FlexAttention")
 
 tokenizer = Tokenizer.load()
 vocab_size = tokenizer.get_vocab_size()
-model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM  # round up to a multiple of HEAD_DIM
-n_head = model_dim // HEAD_DIM
-n_kv_head = max(d for d in range(1, min(N_KV_HEAD, n_head) + 1) if n_head % d == 0)
-pattern = WINDOW_PATTERN.upper()
-assert pattern and set(pattern) <= {"S", "L"}, f"WINDOW_PATTERN must be made of S and L, not {WINDOW_PATTERN!r}"
-windows = [min(SHORT_WINDOW, MAX_SEQ_LEN) if pattern[i % len(pattern)] == "S" else MAX_SEQ_LEN for i in range(DEPTH)]
-windows[-1] = MAX_SEQ_LEN
-config = GPTConfig(vocab_size, MAX_SEQ_LEN, DEPTH, model_dim, n_head, n_kv_head, HEAD_DIM, tuple(windows), backend)
+config = make_config(vocab_size, backend)
 
 with torch.device("meta"):
     model = GPT(config)
 model.to_empty(device=device)
-model.init_weights()
+model.init_weights(torch.bfloat16 if device.type == "cuda" else torch.float32)
 num_params = sum(p.numel() for p in model.parameters())
 flops_per_token = model.flops_per_token()
 optimizer = build_optimizer(model, muon_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
 if device.type == "cuda":
-    if backend == "flex":
-        for w in set(windows):  # build the block masks outside the compiled graph
-            sliding_window_mask("flex", w, MAX_SEQ_LEN, device)
     model = torch.compile(model, dynamic=False)
-    orthogonalize = torch.compile(orthogonalize, dynamic=False)
+    adamw_update = torch.compile(adamw_update, dynamic=False, fullgraph=True)
+    muon_update = torch.compile(muon_update, dynamic=False, fullgraph=True)
 
 tokens_per_micro_step = DEVICE_BATCH_SIZE * MAX_SEQ_LEN
 assert TOTAL_BATCH_SIZE % tokens_per_micro_step == 0, (
@@ -431,22 +540,8 @@ train_loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train
 x, y, epoch = next(train_loader)
 
 print(f"profile {PROFILE} | device {device.type} | attention {backend} | vocab {vocab_size}")
-print(f"model: depth {DEPTH}, width {model_dim}, heads {n_head} (kv {n_kv_head}) x {HEAD_DIM}, windows {windows}")
+print(f"model: depth {DEPTH}, width {config.n_embd}, heads {config.n_head} (kv {config.n_kv_head}) x {HEAD_DIM}, windows {list(config.windows)}")
 print(f"params {num_params / 1e6:.2f}M | batch {TOTAL_BATCH_SIZE} tokens = {grad_accum_steps} x {DEVICE_BATCH_SIZE} x {MAX_SEQ_LEN}")
-
-
-def lr_multiplier(progress):
-    if progress < WARMUP_RATIO:
-        return (progress + 1e-8) / WARMUP_RATIO
-    if progress < 1.0 - WARMDOWN_RATIO:
-        return 1.0
-    frac = min(1.0, (1.0 - progress) / max(WARMDOWN_RATIO, 1e-8))
-    return FINAL_LR_FRAC + (1.0 - FINAL_LR_FRAC) * frac
-
-
-def muon_momentum(step):
-    frac = min(1.0, step / max(1, MUON_MOMENTUM_WARMUP_STEPS))
-    return (1 - frac) * MUON_MOMENTUM_START + frac * MUON_MOMENTUM
 
 
 def sync():
@@ -467,12 +562,7 @@ next_log = 0.0
 while True:
     sync()
     t0 = time.time()
-    progress = min(training_time / TIME_BUDGET, 1.0)
-    lrm = lr_multiplier(progress)
-    for group in optimizer.param_groups:
-        group["lr_mult"] = lrm
-        if group["kind"] == "muon":
-            group["momentum"] = muon_momentum(step)
+    lrm = apply_schedules(optimizer, min(training_time / TIME_BUDGET, 1.0), step)
     for _ in range(grad_accum_steps):
         with autocast:
             loss = model(x, y)
@@ -514,17 +604,19 @@ while True:
 
 timed_steps = max(1, step - untimed_steps)
 tokens_per_second = TOTAL_BATCH_SIZE * timed_steps / max(training_time, 1e-9)
+mfu = 0.0
 if device.type == "cuda":
     peak_mem_mb = torch.cuda.max_memory_allocated() / 2**20
     name = torch.cuda.get_device_name()
-    peak_table = [("H100 PCIe", 756e12), ("H100", 989.5e12), ("H200", 989.5e12), ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("4090", 165e12)]
-    peak_flops = next((f for key, f in peak_table if key in name), 989.5e12)  # unknown GPU: H100's peak
-    mfu = 100 * flops_per_token * tokens_per_second / peak_flops
+    peak_flops = peak_bf16_flops(name)
+    if peak_flops:
+        mfu = 100 * flops_per_token * tokens_per_second / peak_flops
+    else:
+        print(f"MFU: no bf16 peak known for {name!r}; mfu_percent is reported as 0")
 else:
     peak_mem_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # CPU: peak resident memory
-    mfu = 0.0
 
-print(f"training done: {step} steps, {training_time:.1f}s of training, {tokens_per_second:,.0f} tok/s", flush=True)
+print(f"training done: {step} steps, {training_time:.1f}s of training, {tokens_per_second:,.0f} tok/s, attention {backend}", flush=True)
 stats = dict(
     training_seconds=training_time,
     peak_vram_mb=peak_mem_mb,
