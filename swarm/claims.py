@@ -73,6 +73,8 @@ def claims_actor() -> Any:
 
         @ray.remote(num_cpus=0, max_restarts=0)
         class ClaimsActor:
+            __qualname__ = "ClaimsActor"  # Ray's dashboard shows this, not claims_actor.<locals>.ClaimsActor
+
             def __init__(self, done):
                 self.claims = Claims(done)
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "swarm.commands.run",
     "swarm.commands.status",
     "swarm.commands.report",
+    "swarm.commands.dashboard",
 )
 
 

@@ -32,7 +32,9 @@ from swarm.task import read_toml
 
 
 TABLES = ("run", "agents")
-NOT_IN_FILE = ("config", "resume", "help")  # flags that only make sense on the command line
+# Flags that only make sense on the command line (the page beside a run is this invocation's, like
+# Ctrl-C: `autoresearch dashboard` serves any run).
+NOT_IN_FILE = ("config", "resume", "help", "dashboard", "dashboard_host", "dashboard_port")
 
 
 @dataclass(frozen=True)

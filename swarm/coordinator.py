@@ -13,7 +13,8 @@ combinations, and a win advances only that lane's best branch; the first-wave ba
 by all lanes. State is `swarm.state.RunState` fed with exactly the events it journals, so a resumed
 coordinator continues where the journal ends. One coordinator per run: it holds the run lock
 (swarm.runlock) for its whole life. Starting, replacing and retiring worker actors: the worker pool
-(swarm.pool), whose events the coordinator journals. Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
+(swarm.pool), whose events the coordinator journals. Every journaled event also feeds the Ray
+metrics (swarm.metrics). Not covered: what a worker does (swarm.worker), CLI parsing (swarm.commands.run).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from swarm.decisions import (
 from swarm.errors import ConfigError, GitError, SwarmError
 from swarm.journal import EventType, Journal
 from swarm.lanes import MAIN, best_ref, split_workers
+from swarm.metrics import SwarmMetrics
 from swarm.noise import Noise
 from swarm.preflight import preflight
 from swarm.promoter import Promoter
@@ -97,6 +99,7 @@ class Coordinator:
         self.fatal: str | None = None
         self.promoter = Promoter(config, self.repo, self._log, lambda: self.state)
         self.claims = None  # swarm.claims actor, created with the workers
+        self.metrics = SwarmMetrics(config.tag)  # Ray metrics from the journaled events
 
     @property
     def slots(self) -> list[Slot]:
@@ -109,7 +112,9 @@ class Coordinator:
     # ---- journal: every event goes through here ------------------------------------------
 
     def _log(self, event: EventType, **body: Any) -> None:
-        self.state.apply(self.journal.append(event, **body))
+        written = self.journal.append(event, **body)
+        self.state.apply(written)
+        self.metrics.observe(written, self.state)  # never raises
 
     # ---- start ----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Comparing agents, workers or lanes of a run: the report behind `autoresearch report`.
 
-Pure functions of the journal's events: `build_report(events, by=...)` groups the decided
-experiments by agent, worker or lane and computes, per group:
+Pure functions of the journal's events: `build_report(events, by=...)` reads the run's one table of
+experiments (swarm.table, pandas) and groups the decided experiments by agent, worker or lane;
+per group:
 
 - experiments: its proposals and combinations (the shared first-wave baselines, the noise gate's
   confirmations and experiments interrupted by a stop are not the group's work and are left out
@@ -17,26 +18,22 @@ experiments by agent, worker or lane and computes, per group:
   (metric <= target for a minimised metric), None when it never did;
 - a curve: its best metric over time (a step function, starting at the baseline at t = 0).
 
-Rendering (aligned text, CSV rows, JSON) is here too since it is pure; the plot and file output
-live in swarm.commands.report. Not covered: reading the journal file, matplotlib.
+Rendering is here too since it is pure: the aligned text table, and CSV and JSON through the
+report's DataFrame (`Report.frame`). The plots and file output live in swarm.commands.report.
+Not covered: reading the journal file, plotting.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-from swarm.records import ExperimentRecord, Kind, Status, Usage
-from swarm.state import replay
+import pandas as pd
 
-GROUPINGS = ("agent", "worker", "lane")
-COLUMNS = (
-    "group", "experiments", "kept", "crashed", "invalid", "agent_errors", "keep_rate", "crash_rate", "invalid_rate",
-    "best", "gain", "gpu_hours", "gain_per_gpu_hour", "tokens_in", "tokens_out", "cost_usd", "gain_per_dollar", "time_to_target_s",
-)
+from swarm.table import GROUP_COLUMNS, GROUPINGS, RunTable, group_table, records_of
+
+COLUMNS = GROUP_COLUMNS  # the CSV's columns, in order
 
 
 @dataclass(frozen=True)
@@ -76,93 +73,28 @@ class Report:
     confirm_share: float = 0.0  # share of the run's GPU time spent on confirmations (noise gate)
     sigma: float | None = None  # the noise model's sigma
 
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame (COLUMNS plus `curve`), best group first."""
+        return pd.DataFrame([asdict(r) for r in self.rows], columns=[*COLUMNS, "curve"])
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["rows"] = [{k: v for k, v in asdict(r).items()} for r in self.rows]
+        d["rows"] = records_of(self.frame())
         return d
-
-
-def _better(a: float, b: float, direction: str) -> bool:
-    return a < b if direction == "min" else a > b
-
-
-def _gain(best: float | None, baseline: float | None, direction: str) -> float | None:
-    if best is None or baseline is None:
-        return None
-    return baseline - best if direction == "min" else best - baseline
-
-
-def _ratio(num: float | None, den: float) -> float | None:
-    return num / den if num is not None and den > 0 else None
-
-
-def group_rows(records: Sequence[ExperimentRecord], by: str, baseline: float | None, direction: str,
-               started_at: float, target: float | None = None,
-               agent_errors: Sequence[Mapping[str, Any]] = ()) -> tuple[GroupRow, ...]:
-    """One row per group of the decided `records` (pending ones count as run, not kept), best group first.
-
-    `agent_errors`: the bodies of the journal's `agent_error` events (worker, agent, lane, usage).
-    """
-    if by not in GROUPINGS:
-        raise ValueError(f"by must be one of {GROUPINGS}, not {by!r}")
-    groups: dict[str, list[ExperimentRecord]] = {}
-    for r in records:
-        if r.kind in (Kind.BASELINE, Kind.CONFIRM) or r.status == Status.INTERRUPTED:
-            continue
-        groups.setdefault(str(getattr(r, by)), []).append(r)
-    failed: dict[str, list[Usage]] = {}
-    for e in agent_errors:
-        name = str(e.get(by) or ("main" if by == "lane" else "?"))
-        failed.setdefault(name, []).append(Usage(**e.get("usage", {})))
-        groups.setdefault(name, [])
-    rows = [_row(name, rs, baseline, direction, started_at, target, failed.get(name, []))
-            for name, rs in groups.items()]
-    return tuple(sorted(rows, key=lambda r: (r.gain is None, -(r.gain or 0.0), r.group)))
-
-
-def _row(name: str, rs: list[ExperimentRecord], baseline: float | None, direction: str, started_at: float,
-         target: float | None, failed: list[Usage]) -> GroupRow:
-    n = len(rs)
-    kept = [r for r in rs if r.status == Status.KEEP and r.metric is not None]
-    crashed = sum(1 for r in rs if r.status in (Status.CRASH, Status.TIMEOUT))
-    invalid = sum(1 for r in rs if r.status == Status.INVALID)
-    best, curve = baseline, []
-    if baseline is not None:
-        curve.append((0.0, baseline))
-    for r in sorted(kept, key=lambda r: r.finished_at):
-        if best is None or _better(r.metric, best, direction):
-            best = r.metric
-            curve.append((max(0.0, r.finished_at - started_at), best))
-    reached = None
-    if target is not None:
-        for t, m in curve:
-            if m == target or _better(m, target, direction):
-                reached = t
-                break
-    gain = _gain(best, baseline, direction)
-    gpu_hours = sum(r.task_seconds for r in rs) / 3600
-    usage = sum((r.usage for r in rs), Usage()) + sum(failed, Usage())
-    cost = usage.cost_usd
-    return GroupRow(
-        group=name, experiments=n, kept=len(kept), crashed=crashed, invalid=invalid, agent_errors=len(failed),
-        keep_rate=len(kept) / n if n else None, crash_rate=crashed / n if n else None,
-        invalid_rate=invalid / n if n else None, best=best, gain=gain, gpu_hours=gpu_hours,
-        gain_per_gpu_hour=_ratio(gain, gpu_hours), tokens_in=usage.tokens_in,
-        tokens_out=usage.tokens_out, cost_usd=cost, gain_per_dollar=_ratio(gain, cost),
-        time_to_target_s=reached, curve=tuple(curve),
-    )
 
 
 def build_report(events: Iterable[Mapping[str, Any]], by: str = "agent", target: float | None = None) -> Report:
     """The report of one run from its journal events."""
-    events = list(events)
-    s = replay(events)
-    failures = [e for e in events if e.get("event") == "agent_error"]
-    task = s.config.get("task", {})
-    direction = task.get("direction", "min")
-    rows = group_rows(s.result_records(), by, s.baseline_metric, direction, s.started_at, target, failures)
-    return Report(tag=s.tag, metric=task.get("metric", "val_bpb"), direction=direction, by=by,
-                  baseline=s.baseline_metric, target=target, started_at=s.started_at, compare=s.compare, rows=rows,
+    return report_of(RunTable.from_events(events), by, target)
+
+
+def report_of(table: RunTable, by: str = "agent", target: float | None = None) -> Report:
+    """The report of a run's experiment table (swarm.table), grouped `by` agent, worker or lane."""
+    s = table.state
+    frame = group_table(table, by, target)
+    rows = tuple(GroupRow(**row) for row in records_of(frame))
+    return Report(tag=s.tag, metric=table.metric, direction=table.direction, by=by, baseline=s.baseline_metric,
+                  target=target, started_at=s.started_at, compare=s.compare, rows=rows,
                   confirm_share=s.confirm_share(), sigma=s.noise_model().sigma)
 
 
@@ -233,18 +165,13 @@ def format_table(report: Report) -> str:
 
 
 def to_csv(report: Report) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(COLUMNS)
-    for r in report.rows:
-        d = asdict(r)
-        w.writerow(["" if d[c] is None else d[c] for c in COLUMNS])
-    return buf.getvalue()
+    """The rows as CSV (COLUMNS; a missing value is an empty cell)."""
+    return report.frame()[list(COLUMNS)].to_csv(index=False, lineterminator="\r\n")
 
 
 def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2)
 
 
-__all__ = ["GROUPINGS", "GroupRow", "Report", "build_report", "group_rows", "format_table", "table_rows",
+__all__ = ["COLUMNS", "GROUPINGS", "GroupRow", "Report", "build_report", "report_of", "format_table", "table_rows",
            "to_csv", "to_json"]

@@ -1,7 +1,10 @@
 """The Ray edge of the worker pool: the actor around `swarm.worker.Worker` and `RayBackend`.
 
 The actor is a thin wrapper: methods run one at a time in order, except `kill_task` (its own
-concurrency group), so a clean stop can end a running task. `RayBackend` is what
+concurrency group), so a clean stop can end a running task. In Ray's dashboard and log prefixes it
+shows as `w3@<node ip>` (its repr); its actor name is the pool's, unique per run and
+replacement (`swarm-<tag>-w3-g2`), and a name still held by an actor that is not gone yet gets a
+suffix instead of failing the start. `RayBackend` is what
 `swarm.pool.WorkerPool` calls (create, setup, run, wait, get, kill, end the tasks on every node),
 mapping Ray's errors to `WorkerLost`. `recover_commit` fetches a dead worker's last commit from its
 node. Importing this module is Ray-free: Ray is imported on first use.
@@ -28,13 +31,19 @@ def actor_class():
         class WorkerActor:
             """Methods run one at a time in order, except `kill_task` (its own concurrency group)."""
 
+            __qualname__ = "WorkerActor"  # its class name in Ray's dashboard (not actor_class.<locals>...)
+
             def __init__(self, spec: WorkerSpec):
                 self.worker = Worker(spec)
+                self.where = ray.util.get_node_ip_address()  # placed already: this is its node
+
+            def __repr__(self) -> str:  # Ray's dashboard ("Repr") and log prefixes: w3@10.0.0.5
+                return f"{self.worker.spec.name}@{self.where}"
 
             def setup(self) -> dict[str, Any]:
                 here = ray.get_runtime_context().get_node_id()
                 info = self.worker.setup(same_node=here == self.worker.spec.coordinator_node)
-                return {**info, "node_id": here}
+                return {**info, "node_id": here, "node_ip": self.where}
 
             def run(self, a: Assignment, bundle: bytes | None = None, prefetch_next: bool = True) -> WorkerResult:
                 return self.worker.run(a, bundle, prefetch_next)
@@ -50,6 +59,14 @@ def actor_class():
     return _ACTOR_CLASS
 
 
+NAME_ATTEMPTS = 5  # names tried for one actor when an earlier actor still holds the name
+
+
+def actor_name(name: str, attempt: int = 1) -> str:
+    """The Ray actor name for the pool's `name` (its `attempt`-th try: a suffix after the first)."""
+    return name if attempt == 1 else f"{name}.{attempt}"
+
+
 class RayBackend:
     """`swarm.pool.Backend` over Ray actors with the given resources (num_gpus / num_cpus)."""
 
@@ -58,7 +75,15 @@ class RayBackend:
         self.stop_timeout = stop_timeout
 
     def create(self, spec: WorkerSpec, name: str):
-        return actor_class().options(name=name, **self.resources).remote(spec)
+        import ray
+
+        taken = getattr(ray.exceptions, "ActorAlreadyExistsError", ValueError)  # a ValueError in older Ray
+        for attempt in range(1, NAME_ATTEMPTS + 1):
+            try:
+                return actor_class().options(name=actor_name(name, attempt), **self.resources).remote(spec)
+            except taken:
+                if attempt == NAME_ATTEMPTS:
+                    raise
 
     def setup(self, actor):
         return actor.setup.remote()
@@ -169,4 +194,4 @@ def _recover_remote():
     return _REMOTES["recover"]
 
 
-__all__ = ["actor_class", "RayBackend", "recover_commit"]
+__all__ = ["actor_class", "actor_name", "RayBackend", "recover_commit"]

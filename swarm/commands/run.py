@@ -4,6 +4,7 @@ Builds the frozen `SwarmConfig` from the flags (and, on --resume, from the run's
 it against the repository before anything expensive (swarm.preflight), runs the `Coordinator`
 until --max-experiments, --hours or Ctrl-C, and prints a final summary. Ctrl-C (or SIGTERM) stops
 the run cleanly; pressing it again while that stop is under way changes nothing (no traceback).
+With --dashboard the swarm page (swarm.dashboard) is served beside the run, and its URL printed.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline-runs", type=int, metavar="K", help="first-wave baseline runs, at least one per worker "
                    "(default 3: with one worker the baseline is still measured 3 times)")
     p.add_argument("--address", help="Ray cluster to join: auto (the one `ray start` or `ray up` started here) or HOST:6379; "
-                   "default: start a local cluster")
+                   "default: start a local cluster of its own, with Ray's dashboard on 127.0.0.1:8265")
     p.add_argument("--seed", type=int, metavar="S", help="seed for the agents (default 0)")
     p.add_argument("--transport", choices=["auto", "worktree", "bundle"], help="how code reaches workers: git "
                    "worktrees on the coordinator's node, git bundles elsewhere (auto), or bundles always")
@@ -81,6 +82,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "workers (default: off, every worker shares one best)")
     p.add_argument("--config", metavar="FILE", help="TOML file with run defaults ([run]: any flag here, e.g. agents, "
                    "workers, compare) and per-agent options ([agents.\"openai/gpt-5\"]); flags override it")
+    from swarm.dashboard import DEFAULT_HOST, DEFAULT_PORT
+
+    p.add_argument("--dashboard", action="store_true", help="also serve the live swarm page of this run (as "
+                   "`autoresearch dashboard` does) while it runs, and print its URL")
+    p.add_argument("--dashboard-host", default=DEFAULT_HOST, metavar="HOST",
+                   help=f"interface the page binds with --dashboard (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--dashboard-port", type=int, default=DEFAULT_PORT, metavar="PORT",
+                   help=f"port of the page with --dashboard (default {DEFAULT_PORT}; 0: a free one)")
     from swarm.config_file import option_types
 
     p.set_defaults(func=run, run_options=option_types(p))
@@ -186,10 +195,7 @@ def _parse_agents(value, run_file) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swarm.coordinator import Coordinator
     from swarm.preflight import preflight
-
-    import threading
 
     config = build_config(args)
     preflight(config)  # bad input is one line now, not after Ray and data preparation have started
@@ -198,6 +204,29 @@ def run(args: argparse.Namespace) -> int:
     _, warning = resolve(config.sandbox)  # --sandbox bwrap without a working bwrap here: one line, now
     if warning:
         print(f"autoresearch: warning: {warning}", file=sys.stderr, flush=True)
+    dashboard = None
+    if getattr(args, "dashboard", False):  # bound now: a port in use is one line before anything starts
+        from swarm.dashboard.server import DashboardServer, is_loopback
+
+        dashboard = DashboardServer(config.run_dir, host=args.dashboard_host, port=args.dashboard_port,
+                                    repo=config.repo)
+        print(f"autoresearch: dashboard at {dashboard.start()}", flush=True)
+        if not is_loopback(args.dashboard_host):
+            print(f"autoresearch: warning: the dashboard serves on {args.dashboard_host}: anyone who can reach "
+                  "this port sees the run", file=sys.stderr, flush=True)
+    try:
+        return _run(config, args)
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
+
+
+def _run(config, args: argparse.Namespace) -> int:
+    """The run itself: Ctrl-C handling, data preparation, the coordinator, the summary."""
+    import threading
+
+    from swarm.coordinator import Coordinator
+
     stop = threading.Event()
     phase = {"coordinator": None, "done": False, "forced": False, "first": 0.0}
 

@@ -3,7 +3,9 @@
 Reads `.swarm/<tag>/journal.jsonl` (the most recent run by default) and prints the best metric
 and commit, the baseline and noise, counts by status, experiments per hour and the experiments
 started but not finished (the workers' current work, or interrupted ones if the run died); in a
-compare run also each lane's best and gain over the shared baseline.
+compare run also each lane's best and gain over the shared baseline. The counts, the rate and the
+recent results come from the run's table of experiments (swarm.table), as `report` and the dashboard
+read it.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
     from swarm.journal import read_events
     from swarm.lanes import best_branch
     from swarm.project import find_repo_root
-    from swarm.state import replay
+    from swarm.table import RunTable
 
     repo = find_repo_root(repo_arg)
     tag, path = C.existing_journal(repo, tag)
-    s = replay(read_events(path))
+    table = RunTable.from_events(read_events(path))
+    s = table.state
     now = now or time.time()
     metric = s.config.get("task", {}).get("metric", "val_bpb")
     state = f"stopped ({s.stop_reason})" if s.stopped else _liveness(path.parent, s.last_event_t, now)
@@ -63,12 +66,12 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
                      f"over {sample.n} run(s), waiting for a confirmation")
     if s.compare:
         lines.extend(_lane_lines(s, tag))
-    counts = s.counts()
-    lines.append(f"experiments {len(s.records)}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+    counts, done = table.counts(), len(table.experiments)
+    lines.append(f"experiments {done}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
     end = now if not s.stopped else s.last_event_t
     hours = max(end - s.started_at, 1e-9) / 3600
-    if s.records:
-        lines.append(f"rate {len(s.records) / hours:.1f} experiments/hour over {hours * 60:.1f} min")
+    if done:
+        lines.append(f"rate {done / hours:.1f} experiments/hour over {hours * 60:.1f} min")
     running = s.running()
     if running:
         label = "running" if not s.stopped else "unfinished"
@@ -76,9 +79,9 @@ def status_text(repo_arg: str | None = None, tag: str | None = None, recent: int
             lines.append(f"  {a.worker}: {label} #{a.exp_id} {a.kind.value} ({a.agent}) for {now - a.started_at:.0f} s")
     if s.queue:
         lines.append(f"queued combinations: {len(s.queue)}")
-    for r in s.result_records()[-recent:] if recent else []:
-        m = f"{r.metric:.6f}" if r.metric is not None else "-"
-        lines.append(f"  #{r.exp_id:<4} {r.worker:<4} {r.status.value:<11} {m:>9}  {r.description[:70]}")
+    for r in table.recent(recent).itertuples(index=False):
+        m = f"{r.metric:.6f}" if r.metric == r.metric else "-"  # NaN: not measured
+        lines.append(f"  #{r.exp_id:<4} {r.worker:<4} {r.status:<11} {m:>9}  {r.description[:70]}")
     return "\n".join(lines)
 
 
