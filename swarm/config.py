@@ -39,7 +39,7 @@ class SwarmConfig:
     max_experiments: int | None = None  # total for the run, across resumes
     hours: float | None = None  # wall-clock limit of this invocation
     min_delta: float = 0.0  # an improvement must beat the best by more than this (an extra floor)
-    confidence: float = 0.95  # noise gate: how sure a promotion must be (higher: more confirmation runs)
+    confidence: float = 0.99  # noise gate: how sure a promotion must be (higher: more confirmation runs)
     gate: bool = True  # False: the classic rule, keep any measured improvement at once (no confirmations)
     max_runs: int = 4  # runs of a candidate before the gate must decide; a new best is re-measured up to this
     baseline_runs: int = 3  # first-wave baseline runs at least (one per worker, at least this many)

@@ -39,7 +39,7 @@ from swarm.metrics import SwarmMetrics
 from swarm.noise import Noise
 from swarm.preflight import preflight
 from swarm.promoter import Promoter
-from swarm.promotion import BEST_EXTRA_RUNS, confirm_description, confirm_targets
+from swarm.promotion import best_runs_wanted, confirm_description, confirm_targets
 from swarm.pacing import outage_delay, over_budget
 from swarm.records import AgentFailure, ExperimentRecord, Kind, Reapply, Status, Usage
 from swarm.runlock import RunLock
@@ -356,8 +356,7 @@ class Coordinator:
         )
 
     def _confirm_targets(self, lane: str, worker: str, running: list[Assignment]) -> list[str]:
-        runs = self.config.max_runs
-        best_runs = runs + BEST_EXTRA_RUNS if runs > 1 else 1  # --max-runs 1: every decision on one run
+        best_runs = best_runs_wanted(self.config.max_runs, len(self.slots))
         return confirm_targets(self.state, lane, worker, running, best_runs)
 
     def _fill_idle(self, stopping: bool) -> None:

@@ -8,7 +8,7 @@ commit's own mean over the summed degrees of freedom.
 
 The gate compares a candidate's mean with the best's mean in units of the standard error of their
 difference (a z score). It promotes on a clear win (z at least the one-sided normal quantile of
-the confidence, e.g. 1.64 at 0.95; on a single run at least 3), discards on a loss or when a candidate still is not clearly
+the confidence, e.g. 2.33 at the default 0.99; on a single run at least 3), discards on a loss or when a candidate still is not clearly
 better after `max_runs` measurements, and otherwise asks for another measurement. The futility
 bound rises with each measurement, so that a candidate has to look steadily better to earn more
 GPU time. Not covered: which commits are candidates or what happens on a promotion (the
@@ -91,7 +91,7 @@ class GateResult:
 class GatePolicy:
     """How sure a promotion must be. `confidence` is the one knob users turn."""
 
-    confidence: float = 0.95
+    confidence: float = 0.99
     max_runs: int = 4  # measurements of a candidate before the gate must decide
     min_delta: float = 0.0  # an extra floor: the mean must also beat the best's by more than this
 

@@ -22,7 +22,8 @@ from swarm.records import Kind
 from swarm.state import RunState
 
 
-BEST_EXTRA_RUNS = 2  # a new best is re-measured until it has --max-runs + this many runs (the winner's curse)
+BEST_EXTRA_RUNS = 2  # a new best is re-measured until it has --max-runs + this many runs (the winner's curse) ...
+WORKERS_PER_BEST_RUN = 2  # ... and one more for every this many workers
 PARALLEL_CONFIRMS = 2  # confirmations of one candidate running at once (fewer rounds until it is decided)
 
 
@@ -44,6 +45,21 @@ def judge_against_parent(state: RunState, commit: str, parent: str, policy: Gate
     if candidate is None or base is None:
         return None
     return gate(candidate, base, state.noise_model().sigma, state.direction, policy)
+
+
+def best_runs_wanted(max_runs: int, workers: int) -> int:
+    """How many measurements a new best gets before it stops being re-measured.
+
+    It was promoted on its luckiest draws, and every candidate is judged against it: a best measured
+    too well makes real gains look like losses, one measured too badly lets noise through. Both
+    grow with the number of workers, since more candidates are judged against the same best, and
+    the best that survives the most challenges is the one whose mean flatters it most. So the bar
+    is --max-runs + BEST_EXTRA_RUNS, plus one run for every WORKERS_PER_BEST_RUN workers (10 runs at
+    8 workers with the default --max-runs 4). With --max-runs 1 every decision rests on one run.
+    """
+    if max_runs <= 1:
+        return 1
+    return max_runs + BEST_EXTRA_RUNS + -(-max(workers, 1) // WORKERS_PER_BEST_RUN)
 
 
 def confirm_targets(state: RunState, lane: str, worker: str, running: Iterable[Assignment], best_runs: int) -> list[str]:
@@ -87,4 +103,4 @@ def reapply_diff(before: Mapping[str, str | None], after: Mapping[str, str | Non
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
 
 
-__all__ = ["confirm_description", "confirm_targets", "judge", "judge_against_parent", "reapply_diff"]
+__all__ = ["best_runs_wanted", "confirm_description", "confirm_targets", "judge", "judge_against_parent", "reapply_diff"]

@@ -11,7 +11,7 @@ import pytest
 from swarm.claims import Claims, content_hash
 from swarm.decisions import Assignment
 from swarm.noise import GatePolicy, Sample, Verdict, gain, gate, pooled_noise
-from swarm.promotion import confirm_description, confirm_targets, judge, reapply_diff
+from swarm.promotion import best_runs_wanted, confirm_description, confirm_targets, judge, reapply_diff
 from swarm.records import ExperimentRecord, InFlight, Kind, Status
 from swarm.state import RunState
 
@@ -161,6 +161,15 @@ def test_confirm_targets_remeasure_a_best_promoted_on_few_runs():
                    bests=(("base", 2.0, None), ("c2", 1.9, 2)))
     assert confirm_targets(s, "main", "w0", [], best_runs=3) == ["c2"]
     assert confirm_targets(s, "main", "w0", [], best_runs=1) == []
+
+
+def test_a_best_is_measured_more_the_more_workers_judge_candidates_against_it():
+    assert best_runs_wanted(max_runs=4, workers=1) == 7
+    assert best_runs_wanted(max_runs=4, workers=2) == 7
+    assert best_runs_wanted(max_runs=4, workers=8) == 10
+    assert best_runs_wanted(max_runs=6, workers=8) == 12
+    assert best_runs_wanted(max_runs=1, workers=8) == 1  # --max-runs 1: every decision on one run
+    assert best_runs_wanted(max_runs=4, workers=0) == 7  # no slot yet counts as one worker
 
 
 def test_reapply_diff_shows_the_change():

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-delta", type=float, metavar="D", help="an extra floor: a promotion must also beat the best's "
                    "mean by more than D (default 0)")
     p.add_argument("--confidence", type=float, metavar="C", help="noise gate: promote a candidate only when it beats the "
-                   "best with this confidence; candidates in the grey zone are measured again first (default 0.95; "
+                   "best with this confidence; candidates in the grey zone are measured again first (default 0.99; "
                    "higher spends more GPU time on confirmations)")
     p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
                    help="the noise gate (default: on); --no-gate keeps any single measured improvement at once, "
