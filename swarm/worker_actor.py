@@ -171,8 +171,10 @@ def _end_tasks_remote():
 
         @ray.remote(num_cpus=0, max_retries=0)
         def end_tasks(run_mark: str, workers: list[str]) -> None:
+            from swarm.proc import kill_strays as kill_here  # this node's, imported where it runs
+
             for worker in workers:
-                kill_strays(run_mark, worker)
+                kill_here(run_mark, worker)
 
         _REMOTES["end"] = end_tasks
     return _REMOTES["end"]

@@ -128,6 +128,7 @@ def test_joining_a_cluster_leaves_the_profile_to_the_workers_nodes(tmp_path, mon
     from tests.standin import git
 
     monkeypatch.delenv("AUTORESEARCH_PROFILE", raising=False)
+    monkeypatch.setenv("AUTORESEARCH_SOURCE", "climbmix")  # the driver's; a worker's node has its own
     repo = tmp_path / "gptrepo"
     (repo / "trainer").mkdir(parents=True)
     (repo / "trainer" / "train.py").write_text("X = 1\n")
@@ -137,5 +138,47 @@ def test_joining_a_cluster_leaves_the_profile_to_the_workers_nodes(tmp_path, mon
     parse = build_parser().parse_args
     joined = build_config(parse(["run", "--repo", str(repo), "--address", "10.0.0.1:6379"]))
     assert joined.prepare_data and joined.profile is None  # the coordinator asks a worker's node
+    assert joined.source is None  # each worker prepares its node's AUTORESEARCH_SOURCE (or its profile's default)
     assert build_config(parse(["run", "--repo", str(repo), "--address", "10.0.0.1:6379", "--profile", "gpu"])).profile == "gpu"
     assert build_config(parse(["run", "--repo", str(repo)])).profile in ("cpu", "gpu")  # its own cluster: here
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed child stays in the table until its parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_stopping_ends_the_task_processes_on_every_node(two_nodes, monkeypatch):
+    """A task process on the other node is ended by the stop's per-node sweep. The head's own
+    sweep is switched off here (on one machine it would see that process too), so only the Ray
+    task sent to the other node can end it."""
+    import os
+    import subprocess
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from swarm import worker_actor
+
+    _, homes = two_nodes
+    here = ray.get_runtime_context().get_node_id()
+    other = next(node for node in homes if node != here)
+    mark = f"stop-test-{os.getpid()}"
+
+    @ray.remote(num_cpus=0)
+    def start_a_task_process() -> tuple[str, int]:
+        env = {**os.environ, "AUTORESEARCH_RUN": mark, "AUTORESEARCH_WORKER": "w7"}
+        proc = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+        return ray.get_runtime_context().get_node_id(), proc.pid
+
+    node, pid = ray.get(start_a_task_process.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=False)).remote())
+    assert node == other and _running(pid)
+    monkeypatch.setattr(worker_actor, "kill_strays", lambda run_mark, worker: None)
+    worker_actor.RayBackend({"num_gpus": 1}).end_tasks(mark, ["w7"], [here, other])
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(pid), "the other node's task process outlived the stop"
