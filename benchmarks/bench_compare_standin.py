@@ -39,7 +39,7 @@ def main() -> int:
     args = ap.parse_args()
     import ray
 
-    ray.init(num_cpus=6, num_gpus=6, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=6, num_gpus=6, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         repo = make_standin_repo(Path(tmp) / "task", sleep=args.sleep)
         cfg = SwarmConfig(repo=repo, tag="compare", task=standin_task(timeout=30),

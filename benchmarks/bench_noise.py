@@ -279,7 +279,7 @@ def main() -> int:
 
     import ray
 
-    ray.init(num_cpus=2 * max(counts), num_gpus=max(counts), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2 * max(counts), num_gpus=max(counts), include_dashboard=False, log_to_driver=False)
     rows = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-noise-") as tmp:

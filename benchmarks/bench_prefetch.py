@@ -81,7 +81,7 @@ def main() -> int:
 
     import ray
 
-    ray.init(num_cpus=max(counts) * 2, num_gpus=max(counts), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=max(counts) * 2, num_gpus=max(counts), include_dashboard=False, log_to_driver=False)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-prefetch-") as tmp:
         measure(1, 0.0, 0.1, 1, False, Path(tmp) / "warmup")  # one-time costs (imports, first Ray round trips)

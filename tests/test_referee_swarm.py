@@ -36,7 +36,7 @@ NO_EFFECT = {"no_effect", "slow_clock"}  # the clock does not drive this loop: s
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # CPU only: 1 thread a worker
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # CPU only: 1 thread a worker
     yield
     ray.shutdown()
 

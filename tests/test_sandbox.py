@@ -357,7 +357,7 @@ def cluster(tmp_path_factory):
     saved = {name: os.environ.get(name) for name in ("AUTORESEARCH_HOME", SECRET_VAR)}
     os.environ["AUTORESEARCH_HOME"] = str(dirs["AUTORESEARCH_HOME"])
     os.environ[SECRET_VAR] = "sk-sandbox-test-0c9d"
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield dirs
     ray.shutdown()
     for name, value in saved.items():

@@ -96,7 +96,7 @@ class Script:
 @pytest.fixture(scope="module")
 def cluster():
     os.environ[KEY_VAR] = KEY  # the user's exported key: every actor inherits it, no task may see it
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
     os.environ.pop(KEY_VAR, None)

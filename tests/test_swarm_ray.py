@@ -37,7 +37,7 @@ HILL = "py:tests.standin_agents:HillClimber"
 @pytest.fixture(scope="module")
 def cluster():
     os.environ[SECRET] = "sekret-value"  # before ray.init: every actor inherits it
-    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     os.environ.pop(SECRET, None)
