@@ -4,12 +4,16 @@ The script's definitions (tests/trainer_script.py) on the GPU at hand: which att
 (FA3 on Hopper when it loads and passes its check, else FlexAttention) and that it agrees with
 SDPA; one compiled training step (model and optimizer arithmetic) per backend, with no graph break
 and no recompilation over three steps; bf16 activations, and a measured peak memory below the
-meta-device estimate of the same micro-batch (which errs high).
+meta-device estimate of the same micro-batch (which errs high); expandable segments switched on the
+way the script does it (the variable set after `import torch`, before the first CUDA allocation).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -117,3 +121,21 @@ def test_bf16_activations_and_memory_below_the_meta_estimate(defs):
     estimate = meta_estimate("gpu", batch_size=batch)
     print(f"peak {measured / 1e9:.2f} GB, meta estimate {estimate['peak_bytes'] / 1e9:.2f} GB")
     assert estimate["training_state_bytes"] < measured < estimate["peak_bytes"]
+
+
+def test_expandable_segments_set_after_importing_torch_take_effect():
+    # under the referee, torch is imported (to seed it) before train.py sets PYTORCH_ALLOC_CONF: the
+    # allocator must still read the variable at its first CUDA allocation, in a fresh process
+    from trainer_script import TRAIN_PY
+
+    assert 'os.environ["PYTORCH_ALLOC_CONF"] = "expandable_segments:True"' in TRAIN_PY.read_text()
+    code = ("import os, torch\n"
+            "torch.manual_seed(0); torch.cuda.is_available()\n"  # what the referee's bootstrap and prepare do first
+            "os.environ['PYTORCH_ALLOC_CONF'] = 'expandable_segments:True'\n"
+            "x = torch.empty(256 << 20, dtype=torch.uint8, device='cuda')\n"
+            "segments = torch.cuda.memory._snapshot()['segments']\n"
+            "print('expandable', bool(segments) and all(s.get('is_expandable') for s in segments))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "expandable True" in out.stdout, out.stdout + out.stderr

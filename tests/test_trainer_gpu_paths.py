@@ -83,6 +83,23 @@ class FakeFA3OldSignature:
         return documented_fa3(q, k, v, causal)[0]
 
 
+class FakeFA3WithoutBackward:
+    """Right forward, no backward: a build compiled without its backward kernels."""
+
+    @staticmethod
+    def flash_attn_func(q, k, v, causal=False, window_size=(-1, -1)):
+        class Fn(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, q, k, v):
+                return documented_fa3(q, k, v, causal, window_size)[0]
+
+            @staticmethod
+            def backward(ctx, grad):
+                raise RuntimeError("FlashAttention backward is disabled in this build")
+
+        return Fn.apply(q, k, v)
+
+
 @pytest.mark.parametrize("module", [FakeFA3, FakeFA3WithLse], ids=["out", "out_lse"])
 @pytest.mark.parametrize("window", [1, 5, 16, 47, 48, 100])
 def test_fa3_with_documented_window_semantics_equals_sdpa(defs, module, window):
@@ -107,6 +124,7 @@ def test_fa3_start_up_check_accepts_a_working_module(defs, monkeypatch):
 @pytest.mark.parametrize("loader, reason", [
     (lambda: FakeFA3IgnoringWindow, "differs from SDPA"),
     (lambda: FakeFA3OldSignature, "TypeError"),
+    (lambda: FakeFA3WithoutBackward, "backward is disabled"),
     (lambda: (_ for _ in ()).throw(OSError("no such file: libflash.so")), "OSError: no such file"),
     (lambda: (_ for _ in ()).throw(ImportError("No module named 'kernels'")), "ImportError"),
 ])

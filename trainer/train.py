@@ -170,14 +170,18 @@ def load_fa3():
 
 
 def try_fa3(head_dim, device):
-    # (module, "") when FA3 loads and one tiny windowed GQA call agrees with SDPA, else (None, why not)
+    # (module, "") when FA3 loads, one tiny windowed GQA call agrees with SDPA and its backward runs, else (None, why not)
     try:
         module = load_fa3()
         g = torch.Generator(device=device).manual_seed(0)  # its own generator: the training's random stream stays as seeded
-        q, k, v = (torch.randn(1, 64, h, head_dim, device=device, dtype=torch.bfloat16, generator=g) for h in (4, 2, 2))
-        error = (fa3_attention(module, q, k, v, 16).float() - attention(q, k, v, 16, "sdpa").float()).abs().max().item()
+        q, k, v = (torch.randn(1, 64, h, head_dim, device=device, dtype=torch.bfloat16, generator=g, requires_grad=True) for h in (4, 2, 2))
+        y = fa3_attention(module, q, k, v, 16)
+        error = (y.float() - attention(q.detach(), k.detach(), v.detach(), 16, "sdpa").float()).abs().max().item()
         if not error < 0.05:
             raise RuntimeError(f"its output differs from SDPA by {error:.3g}")
+        y.float().sum().backward()  # training needs the backward too (a build may leave it out)
+        if not all(t.grad is not None and bool(torch.isfinite(t.grad).all()) for t in (q, k, v)):
+            raise RuntimeError("its backward gives no finite gradients")
         return module, ""
     except Exception as exc:  # any failure (missing, wrong build, wrong signature): fall back
         first_line = (str(exc).strip().splitlines() or [""])[0]
