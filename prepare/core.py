@@ -77,17 +77,24 @@ def data_files(source: str | None = None, profile=None, home=None) -> PreparedPa
     return paths
 
 
-DATA_ID_FILE = "data_id.txt"  # in the tokenizer directory: the manifest id it was trained on
+DATA_ID_FILE = "data_id.txt"  # in the tokenizer directory: the manifest id and the recipe it was trained with
+
+
+def _tokenizer_id(paths: PreparedPaths, manifest: dict) -> str:
+    from prepare.tokenizer import recipe
+
+    return f"{manifest.get('id', '')} {recipe(paths.profile)}"
 
 
 def _tokenizer_current(paths: PreparedPaths, manifest: dict | None) -> bool:
-    """The tokenizer exists and was trained on the data the manifest describes now."""
+    """The tokenizer exists and was trained on the data the manifest describes now, the way this
+    version trains it (its text amount and per-document cap)."""
     from prepare.tokenizer import tokenizer_files_exist
 
     if not manifest or not tokenizer_files_exist(paths.tokenizer_dir):
         return False
     try:
-        return (paths.tokenizer_dir / DATA_ID_FILE).read_text().strip() == manifest.get("id", "")
+        return (paths.tokenizer_dir / DATA_ID_FILE).read_text().strip() == _tokenizer_id(paths, manifest)
     except FileNotFoundError:
         return False
 
@@ -215,7 +222,7 @@ def _prepare_tokenizer(paths: PreparedPaths, prof: Profile, progress: bool, stat
             break
     info = tk.train_tokenizer(iter_texts(paths.train_files), prof.vocab_size, paths.tokenizer_dir,
                               max_chars=max_chars, samples=samples)
-    (paths.tokenizer_dir / DATA_ID_FILE).write_text(manifest.get("id", "") + "\n")
+    (paths.tokenizer_dir / DATA_ID_FILE).write_text(_tokenizer_id(paths, manifest) + "\n")
     stats.update(tokenizer_seconds=info["seconds"], tokenizer_chars=info["train_chars"])
     # compression on the val samples: bytes per token
     tok = tk.Tokenizer.from_directory(paths.tokenizer_dir)

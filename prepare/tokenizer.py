@@ -40,6 +40,12 @@ def train_max_chars(profile_name: str) -> int:
     return TRAIN_MAX_CHARS.get(profile_name, TRAIN_MAX_CHARS["cpu"])
 
 
+def recipe(profile_name: str) -> str:
+    """How a profile's tokenizer is trained, as one line: a tokenizer trained another way (an older
+    version of these rules) is trained again instead of being reused."""
+    return f"max_chars={train_max_chars(profile_name)} doc_chars={TRAIN_DOC_CHARS}"
+
+
 def _capped(texts: Iterable[str], max_chars: int, doc_chars: int, stats: dict) -> Iterator[str]:
     total = 0
     for text in texts:

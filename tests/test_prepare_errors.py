@@ -149,3 +149,19 @@ def test_import_is_light():
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=".")
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_tokenizer_trained_another_way_is_trained_again(tmp_path, monkeypatch):
+    """A cached tokenizer from an older recipe (another text amount or per-document cap) is not
+    reused: two nodes of one swarm must not score the same commit with different tokenizers."""
+    from prepare import tokenizer as tk
+
+    monkeypatch.setenv("AUTORESEARCH_HOME", str(tmp_path / "home"))
+    corpus = write_txt_corpus(tmp_path / "c", corpus_texts(max_chars=150_000))
+    paths = ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False)
+    assert "tokenizer_seconds" in paths.stats  # trained now
+    assert "tokenizer_seconds" not in ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False).stats
+    monkeypatch.setattr(tk, "TRAIN_DOC_CHARS", tk.TRAIN_DOC_CHARS // 2)  # the rules of another version
+    again = ensure_prepared(f"local:{corpus}", TEST_PROFILE, progress=False)
+    assert "tokenizer_seconds" in again.stats
+    assert f"doc_chars={tk.TRAIN_DOC_CHARS}" in (again.tokenizer_dir / "data_id.txt").read_text()
