@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import runpy
-import socket
 import threading
 import time
 import urllib.request
@@ -27,6 +26,7 @@ from swarm.journal import EventType
 from swarm.metrics import BY_NAME, CATALOGUE, Sample, SwarmMetrics, exported_names
 from swarm.records import ExperimentRecord, Kind, Status, Usage
 from swarm.state import RunState
+from tests.metrics_run import own_cluster as start_own_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = ROOT / "dashboards" / "grafana-swarm.json"
@@ -235,27 +235,11 @@ def test_the_board_uses_the_datasource_variable_like_rays_own_dashboards():
 
 # ---- on the swarm's own Ray cluster -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def own_cluster():
     """The swarm's own cluster (raycluster.connect without an address), with explicit ports."""
-    ray = pytest.importorskip("ray")
-    from swarm import raycluster
-
-    if ray.is_initialized():
-        pytest.skip("another Ray session is connected in this process")
-    metrics_port, dashboard_port = _free_port(), _free_port()
-    url = raycluster.connect(None, num_cpus=4, num_gpus=2, _metrics_export_port=metrics_port,
-                             dashboard_port=dashboard_port, _system_config={"metrics_report_interval_ms": 1000})
-    try:
-        yield {"metrics": f"http://127.0.0.1:{metrics_port}/metrics", "dashboard": url}
-    finally:
-        ray.shutdown()
+    with start_own_cluster() as cluster:
+        yield cluster
 
 
 def _scrape(url: str, run: str) -> list[tuple[str, dict, float]]:
