@@ -1,7 +1,5 @@
 """What the journal stores of a run's configuration: everything needed to resume, no secret."""
 
-from pathlib import Path
-
 from swarm.agents import AgentSpec
 from swarm.config import agent_from_dict, agent_to_dict, task_from_dict, task_to_dict
 from swarm.task import TaskSpec

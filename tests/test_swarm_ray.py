@@ -113,7 +113,7 @@ def test_parallel_wins_promote_and_combine(cluster, tmp_path):
     assert len(combo) == 1 and combo[0].parent == slow.commit
     assert combo[0].metric == pytest.approx(1.0, abs=0.002) and combo[0].status == Status.KEEP
     assert s.best.commit == combo[0].commit
-    text = git(repo, "show", f"swarm/race/best:train.py")
+    text = git(repo, "show", "swarm/race/best:train.py")
     assert "X = 3.0" in text and "Y = -1.0" in text
 
 
