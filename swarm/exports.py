@@ -36,7 +36,7 @@ def columns(metric: str = "val_bpb") -> tuple[str, ...]:
     return ("commit", metric, "memory_gb", "status", "description", *SAMPLE_COLUMNS, *TAIL_COLUMNS)
 
 
-def _sample(r: ExperimentRecord, samples: Mapping[str, Sequence[float]], sigma: float | None):
+def sample_stats(r: ExperimentRecord, samples: Mapping[str, Sequence[float]], sigma: float | None):
     """(runs, mean, stderr) of the record's commit; (0, None, None) when it was never measured."""
     values = samples.get(r.commit) if r.commit else None
     if not values:
@@ -57,7 +57,7 @@ def tsv_rows(records: Sequence[ExperimentRecord], samples: Mapping[str, Sequence
              sigma: float | None = None) -> list[list[str]]:
     rows = []
     for r in records:
-        runs, mean, se = _sample(r, samples or {}, sigma)
+        runs, mean, se = sample_stats(r, samples or {}, sigma)
         rows.append(
             [
                 r.commit[:7],
@@ -94,7 +94,7 @@ def write_parquet(path: Path, records: Sequence[ExperimentRecord], metric: str =
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    stats = [_sample(r, samples or {}, sigma) for r in records]
+    stats = [sample_stats(r, samples or {}, sigma) for r in records]
     data = {
         "commit": [r.commit for r in records],
         metric: pa.array([r.metric for r in records], type=pa.float64()),

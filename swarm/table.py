@@ -17,12 +17,12 @@ files (callers pass events), rendering (swarm.report, swarm.dashboard), deciding
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from swarm.exports import sample_stats
 from swarm.journal import EventType
 from swarm.lanes import MAIN
 from swarm.state import RunState, replay
@@ -101,16 +101,14 @@ def _experiments(s: RunState) -> pd.DataFrame:
     sigma = s.noise_model().sigma
     rows = []
     for r in s.result_records():
-        values = s.measurements.get(r.commit) if r.commit else None
-        runs = len(values) if values else 0
-        mean = math.fsum(values) / runs if runs else None
+        runs, mean, stderr = sample_stats(r, s.measurements, sigma)
         a = s.assignments.get(r.exp_id)
         parent_metric = r.parent_metric if r.parent_metric is not None else (a.parent_metric if a else None)
         delta = r.metric - parent_metric if r.metric is not None and parent_metric is not None else None
         rows.append({
             "exp_id": r.exp_id, "worker": r.worker, "agent": r.agent, "lane": r.lane, "kind": r.kind.value,
             "status": r.status.value, "metric": r.metric, "parent_metric": parent_metric, "delta": delta,
-            "runs": runs, "mean": mean, "stderr": sigma / math.sqrt(runs) if runs and sigma else None,
+            "runs": runs, "mean": mean, "stderr": stderr,
             "commit": r.commit, "parent": r.parent, "description": r.description,
             "reason": s.reasons.get(r.exp_id, ""), "error": r.error, "memory_gb": r.memory_gb,
             "started_at": r.started_at, "finished_at": r.finished_at, "task_seconds": r.task_seconds,
